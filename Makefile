@@ -1,0 +1,73 @@
+# anna-run developer and CI entry points. `make help` lists them.
+#
+# Provisioning is careful with a developer's machine: an engine that already
+# answers (`docker info`) is used as it is and never stopped; a private dockerd is
+# started only when none answers and we are root, and `test`/`demo`/`bench` stop
+# it again only if that same make invocation started it (scripts/with-engine.sh).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_BIN := $(abspath $(VENV))/bin
+# Reinstall only when pyproject.toml changes; the editable install picks up code changes.
+STAMP := $(VENV)/.anna-run-installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv engine engine-down images lint test demo bench clean
+
+help:
+	@echo "make venv         $(VENV) with anna-run installed editable, extras test+hosts"
+	@echo "make engine       make sure a container engine answers (scripts/engine.sh up)"
+	@echo "make engine-down  stop the dockerd 'make engine' started (only that one)"
+	@echo "make images       build the missing local images (anna-run/busybox, anna-run/python:3.11)"
+	@echo "make lint         ruff check + ruff format --check"
+	@echo "make test         engine, images, venv, pytest (PYTEST_ARGS=...); stops an engine it started"
+	@echo "make demo         run examples/train with anna-run"
+	@echo "make bench        run the benchmarks in bench/, if any"
+	@echo "make clean        stop our dockerd, remove $(VENV) and .cache"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "[provision] venv: installing anna-run into $(VENV)"
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV_BIN)/python -m pip install -q -e '.[test,hosts]'
+	touch $@
+
+engine:
+	bash scripts/engine.sh up
+
+engine-down:
+	bash scripts/engine.sh down
+
+images: engine
+	bash scripts/images.sh
+
+lint: venv
+	$(VENV_BIN)/ruff check runner tests
+	$(VENV_BIN)/ruff format --check runner tests
+
+# One shell for engine up .. engine down, so the engine is stopped even when
+# pytest fails or is interrupted; the exit status is pytest's.
+test: venv
+	bash scripts/with-engine.sh bash -c 'bash scripts/images.sh && exec "$$@"' images-then \
+		$(VENV_BIN)/pytest -q tests $(PYTEST_ARGS)
+
+demo: venv
+	bash scripts/with-engine.sh bash -c 'bash scripts/images.sh python && cd examples/train \
+		&& $(VENV_BIN)/anna-run train --payload payload.json \
+		&& $(VENV_BIN)/anna-run runs --limit 1'
+
+bench: venv
+	@if [ -d bench ]; then \
+		bash scripts/with-engine.sh bash -c 'bash scripts/images.sh && exec $(VENV_BIN)/python -m bench'; \
+	else \
+		echo "[provision] no bench/ directory: nothing to run"; \
+	fi
+
+clean:
+	bash scripts/engine.sh down
+	rm -rf $(VENV) .cache

@@ -1,0 +1,410 @@
+"""The command line: parses, calls, prints. Exit codes are decided here, and only here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .errors import AnnaRunError
+
+app = typer.Typer(
+    name="anna-run",
+    help="Run the jobs of an askanna.yml project in a container sandbox, reproducibly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+COMMANDS = ("run", "jobs", "validate", "schema", "runs", "show", "logs", "result", "artifact", "gc")
+
+ProjectOpt = Annotated[Path | None, typer.Option("--project", help="Project folder (default: search upward).")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: the latest run).")]
+
+
+def handled(func: F) -> F:
+    """Map anna-run's errors to one message and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AnnaRunError as exc:
+            _say(f"error: {exc.message}")
+            if exc.hint:
+                _say(f"hint: {exc.hint}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _say("cancelled")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise typer.Exit(0) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # a bug of ours: still one message, and the traceback on request
+            if os.environ.get("ANNA_RUN_DEBUG"):
+                raise
+            _say(f"internal error: {type(exc).__name__}: {exc} (set ANNA_RUN_DEBUG=1 for the traceback)")
+            raise typer.Exit(125) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"anna-run: {text}\n")
+    sys.stderr.flush()
+
+
+def _reporter(json_lines: bool = False):
+    from .progress import JsonReporter, PlainReporter, RichReporter
+
+    if json_lines:
+        return JsonReporter()
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
+        return RichReporter()
+    return PlainReporter()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# -- running -------------------------------------------------------------------------------------
+@app.command("run", context_settings={"allow_interspersed_args": True})
+@handled
+def run_cmd(
+    job: Annotated[str, typer.Argument(help="The job to run.")],
+    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
+    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    project: ProjectOpt = None,
+    store: StoreOpt = None,
+    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
+    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
+    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
+    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
+    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+) -> None:
+    """Run JOB (also: `anna-run JOB`)."""
+    from .run import RunRequest, exit_code_for, run_job
+
+    request = RunRequest(
+        job=job, project=project, payload=payload, variables=tuple(var or ()), secrets=tuple(secret or ()),
+        env_files=tuple(env_file or ()), store=store, image=image, pull=pull, timeout=timeout, cpus=cpus,
+        memory=memory, gpus=gpus, network=network, keep=keep, name=name, description=description,
+        token=os.environ.get("AA_TOKEN", ""),
+    )
+    reporter = _reporter()
+    if quiet:
+        reporter.quiet = True
+    record = run_job(request, reporter)
+    if json_out:
+        _print_json(record.to_dict())
+    _say(_summary(record))
+    raise typer.Exit(exit_code_for(record))
+
+
+def _summary(record) -> str:
+    took = f" in {record.duration_s:.1f} s" if record.duration_s is not None else ""
+    line = f"run {record.id} {record.status}{took}"
+    if record.reason:
+        line += f" ({record.reason})"
+    if record.result:
+        line += f"; result {record.result.path} ({record.result.size} bytes)"
+    if record.artifacts:
+        line += f"; {len(record.artifacts)} artifact file(s)"
+    return line + f"; `anna-run show {record.id}`"
+
+
+# -- the project file ----------------------------------------------------------------------------
+@app.command("jobs")
+@handled
+def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
+    """List the project's jobs."""
+    proj = _project(project)
+    if json_out:
+        _print_json([
+            {"name": j.name, "commands": list(j.commands), "result": j.output.result,
+             "artifacts": list(j.output.artifacts), "image": proj.environment_for(j).image,
+             "timeout_s": j.timeout, "schedule": list(j.schedule)}
+            for j in proj.jobs
+        ])
+        return
+    for job in proj.jobs:
+        typer.echo(f"{job.name}\t{len(job.commands)} command(s)\t{proj.environment_for(job).image}")
+
+
+@app.command("validate")
+@handled
+def validate_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Check askanna.yml; exit 2 with one clear message when it is wrong."""
+    proj = _project(project)
+    if json_out:
+        _print_json({"file": str(proj.file), "jobs": list(proj.job_names()), "warnings": list(proj.warnings)})
+        return
+    for warning in proj.warnings:
+        _say(f"warning: {warning}")
+    typer.echo(f"{proj.file}: ok, {len(proj.jobs)} job(s): {', '.join(proj.job_names())}")
+
+
+@app.command("schema")
+@handled
+def schema_cmd() -> None:
+    """Print a JSON Schema of askanna.yml (for editors)."""
+    from .project import json_schema
+
+    _print_json(json_schema())
+
+
+def _project(project: Path | None):
+    from .project import find_project_file, load_project
+
+    return load_project(find_project_file(project))
+
+
+# -- reading runs --------------------------------------------------------------------------------
+@app.command("runs")
+@handled
+def runs_cmd(
+    all_projects: Annotated[bool, typer.Option("--all", help="Runs of every project.")] = False,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many.")] = None,
+    reindex: Annotated[bool, typer.Option("--reindex", help="Rebuild the index from the records.")] = False,
+    project: ProjectOpt = None,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs, newest first (this project's unless --all)."""
+    st = _store(store)
+    if reindex:
+        _say(f"reindexed {st.reindex()} run(s)")
+    project_id = None if all_projects else _project_id_or_none(project)
+    records = st.list_runs(project=project_id, job=job, status=status, limit=limit)
+    if json_out:
+        _print_json([r.to_dict() for r in records])
+        return
+    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "NAME")]
+    for r in records:
+        rows.append((
+            r.id, r.job, r.status, "" if r.exit_code is None else str(r.exit_code),
+            (r.started_at or r.created_at or "")[:19].replace("T", " "),
+            "" if r.duration_s is None else f"{r.duration_s:.1f}s", r.name or "",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _store(location: str | None):
+    from .store.base import open_store
+
+    return open_store(location)
+
+
+def _project_id_or_none(project: Path | None) -> str | None:
+    from .errors import ConfigError
+    from .project import find_project_file, load_project
+    from .run import project_id
+
+    try:
+        return project_id(load_project(find_project_file(project)))
+    except ConfigError:
+        if project is not None:
+            raise
+        return None
+
+
+def _record(store: str | None, run: str | None, project: Path | None = None):
+    st = _store(store)
+    if run:
+        return st, st.get(run)
+    from .errors import NotFound
+
+    latest = st.list_runs(project=_project_id_or_none(project), limit=1)
+    if not latest:
+        raise NotFound("no runs yet", hint="run a job first: anna-run JOB")
+    return st, latest[0]
+
+
+@app.command("show")
+@handled
+def show_cmd(run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Show a run's record."""
+    _, record = _record(store, run, project)
+    if json_out:
+        _print_json(record.to_dict())
+        return
+    typer.echo(f"run       {record.id}  {record.name or ''}".rstrip())
+    typer.echo(f"job       {record.job}")
+    typer.echo(f"status    {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    typer.echo(f"exit code {record.exit_code}")
+    typer.echo(f"started   {record.started_at}   finished {record.finished_at}   ({record.duration_s} s)")
+    if record.image:
+        typer.echo(f"image     {record.image.name}  {record.image.digest or record.image.id}")
+    for command in record.commands:
+        code = "not reached" if command.exit_code is None else f"exit {command.exit_code}"
+        typer.echo(f"  $ {command.command}   [{code}, {command.duration_s} s]")
+    if record.result:
+        typer.echo(f"result    {record.result.path} ({record.result.size} bytes, sha256 {record.result.sha256[:12]})")
+    for artifact in record.artifacts[:20]:
+        typer.echo(f"artifact  {artifact.path} ({artifact.size} bytes)")
+    if len(record.artifacts) > 20:
+        typer.echo(f"artifact  ... and {len(record.artifacts) - 20} more")
+    for refused in record.refused:
+        typer.echo(f"refused   {refused}")
+
+
+@app.command("logs")
+@handled
+def logs_cmd(
+    run: RunArg = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow while the run goes on.")] = False,
+    stream: Annotated[str, typer.Option("--stream", help="log (both), stdout or stderr.")] = "log",
+    store: StoreOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Print a run's stored log (masked)."""
+    if stream not in ("log", "stdout", "stderr"):
+        from .errors import ConfigError
+
+        raise ConfigError("--stream must be log, stdout or stderr")
+    st, record = _record(store, run, project)
+    out = sys.stdout.buffer
+    if not follow:
+        for chunk in st.iter_log(record.id, stream):
+            out.write(chunk)
+        out.flush()
+        return
+    _follow(st, record, stream, out)
+
+
+def _follow(st, record, stream: str, out) -> None:
+    name = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}[stream]
+    path = st.run_dir(record.id) / name
+    offset = 0
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                while chunk := f.read(1 << 16):
+                    out.write(chunk)
+                    offset += len(chunk)
+            out.flush()
+        if record.is_final:
+            return
+        time.sleep(0.3)
+        record = st.get(record.id)
+
+
+@app.command("result")
+@handled
+def result_cmd(
+    run: RunArg = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    store: StoreOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Print (or save) a run's result file."""
+    from .errors import NotFound
+
+    st, record = _record(store, run, project)
+    if record.result is None:
+        raise NotFound(f"run {record.id} has no result")
+    src = st.run_dir(record.id) / "result" / record.result.path
+    if output is not None:
+        shutil.copyfile(src, output)
+        _say(f"wrote {output} ({record.result.size} bytes)")
+        return
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, sys.stdout.buffer)
+    sys.stdout.flush()
+
+
+@app.command("artifact")
+@handled
+def artifact_cmd(
+    run: RunArg = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to copy into.")] = None,
+    store: StoreOpt = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List a run's artifacts, or copy them into a folder with -o."""
+    st, record = _record(store, run, project)
+    if output is None:
+        if json_out:
+            _print_json([{"path": a.path, "size": a.size, "sha256": a.sha256} for a in record.artifacts])
+        else:
+            for a in record.artifacts:
+                typer.echo(f"{a.path}\t{a.size}\t{a.sha256}")
+        return
+    src = st.run_dir(record.id) / "artifacts"
+    if src.exists():
+        shutil.copytree(src, output, symlinks=True, dirs_exist_ok=True)
+    _say(f"copied {len(record.artifacts)} file(s) into {output}")
+
+
+# -- housekeeping --------------------------------------------------------------------------------
+@app.command("gc")
+@handled
+def gc_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove containers and volumes a killed anna-run left behind (only ours, only dead runs)."""
+    from .engine import connect
+    from .orphans import collect_garbage
+
+    removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
+    if json_out:
+        _print_json(removed)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for item in removed:
+        typer.echo(f"{verb} {item['kind']} {item['name']} (run {item['run']})")
+    if not removed:
+        typer.echo("nothing to remove")
+
+
+def _shorthand(argv: list[str]) -> list[str]:
+    """`anna-run JOB ...` means `anna-run run JOB ...` unless JOB names a command."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            if arg in ("--help", "--install-completion", "--show-completion"):
+                return argv
+            continue
+        if arg not in COMMANDS:
+            return [*argv[:i], "run", *argv[i:]]
+        return argv
+    return argv
+
+
+def main() -> None:
+    app(args=_shorthand(sys.argv[1:]), prog_name="anna-run")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Result and artifacts out of the stopped container, through the archive API, streamed,
+and never along a path that leaves the workspace.
+
+Each declared path is resolved one component at a time with the engine's stat: a symlink is
+followed only while its target stays inside ``/code``; anything else is refused, never read.
+Inside a collected folder, a symlink is kept as a link when it points inside the folder's
+workspace and refused otherwise; hard links are copied; devices and FIFOs are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .record import FileInfo
+from .sandbox import IterStream, Sandbox, is_dir, is_symlink
+from .script import WORKDIR
+
+MAX_LINK_HOPS = 40
+CHUNK = 1 << 20
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class Collected:
+    result: FileInfo | None = None
+    result_missing: bool = False
+    result_problem: str | None = None
+    artifacts: list[FileInfo] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+class Refused(Exception):
+    """A declared path that would leave the workspace."""
+
+
+def collect(
+    sandbox: Sandbox,
+    run_dir: Path,
+    *,
+    result: str | None,
+    artifacts: tuple[str, ...],
+    progress: Callable[[int], None] | None = None,
+) -> Collected:
+    out = Collected()
+    if result:
+        _collect_result(sandbox, run_dir / "result", result, out, progress)
+    for pattern in artifacts:
+        if GLOB_CHARS.search(pattern):
+            _collect_glob(sandbox, run_dir / "artifacts", pattern, out, progress)
+        else:
+            _collect_path(sandbox, run_dir / "artifacts", pattern, out, progress)
+    out.artifacts.sort(key=lambda f: f.path)
+    return out
+
+
+def resolve(sandbox: Sandbox, relpath: str) -> tuple[list[str], dict] | None:
+    """The workspace-relative components ``relpath`` leads to, and the final stat; None when
+    it does not exist. Raises Refused when a step (``..`` or a symlink) leaves the workspace."""
+    queue = [p for p in relpath.split("/") if p not in ("", ".")]
+    current: list[str] = []
+    hops = 0
+    stat: dict = {"mode": 1 << 31}
+    while queue:
+        part = queue.pop(0)
+        if part == "..":
+            if not current:
+                raise Refused(f"{relpath}: leaves the workspace")
+            current.pop()
+            continue
+        stat = sandbox.stat(posixpath.join(WORKDIR, *current, part))
+        if stat is None:
+            return None
+        if "error" in stat:
+            raise Refused(f"{relpath}: cannot be resolved safely (symlink loop?)")
+        if is_symlink(stat):
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise Refused(f"{relpath}: too many symlinks (a loop?)")
+            target = stat.get("linkTarget") or ""
+            if target.startswith("/"):
+                if target != WORKDIR and not target.startswith(WORKDIR + "/"):
+                    raise Refused(f"{relpath}: a symlink points out of the workspace ({target})")
+                current = []
+                target = target[len(WORKDIR) :]
+            queue = [p for p in target.split("/") if p not in ("", ".")] + queue
+            continue
+        current.append(part)
+    return current, stat
+
+
+def _collect_result(sandbox: Sandbox, dest_root: Path, relpath: str, out: Collected, progress) -> None:
+    try:
+        found = resolve(sandbox, relpath)
+    except Refused as exc:
+        out.refused.append(str(exc))
+        out.result_problem = f"result refused: {exc}"
+        return
+    if found is None:
+        out.result_missing = True
+        return
+    parts, stat = found
+    if is_dir(stat):
+        out.result_problem = f"result is a folder, not a file: {relpath}"
+        return
+    files = _extract(sandbox, "/".join(parts), dest_root, _clean(relpath), out, progress)
+    if files:
+        out.result = files[0]
+
+
+def _collect_path(sandbox: Sandbox, dest_root: Path, relpath: str, out: Collected, progress) -> None:
+    try:
+        found = resolve(sandbox, relpath)
+    except Refused as exc:
+        out.refused.append(str(exc))
+        return
+    if found is None:
+        out.missing.append(relpath)
+        return
+    parts, _ = found
+    out.artifacts.extend(_extract(sandbox, "/".join(parts), dest_root, _clean(relpath), out, progress))
+
+
+def _collect_glob(sandbox: Sandbox, dest_root: Path, pattern: str, out: Collected, progress) -> None:
+    pattern = _clean(pattern)
+    parts = pattern.split("/")
+    static = []
+    for part in parts:
+        if GLOB_CHARS.search(part):
+            break
+        static.append(part)
+    base = "/".join(static)
+    try:
+        found = resolve(sandbox, base) if base else ([], {"mode": 1 << 31})
+    except Refused as exc:
+        out.refused.append(str(exc))
+        return
+    if found is None or not is_dir(found[1]):
+        out.missing.append(pattern)
+        return
+    matcher = re.compile(glob_to_regex(pattern))
+    resolved = "/".join(found[0])
+    files = _extract(sandbox, resolved, dest_root, base, out, progress, select=matcher.fullmatch)
+    if not files:
+        out.missing.append(pattern)
+    out.artifacts.extend(files)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """``*`` and ``?`` stay within one path component, ``**`` spans any; a match of a folder
+    takes everything under it."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out) + "(?:/.*)?"
+
+
+def _clean(relpath: str) -> str:
+    clean = posixpath.normpath(relpath.strip("/") or ".")
+    return "" if clean == "." else clean
+
+
+def _extract(
+    sandbox: Sandbox,
+    source: str,
+    dest_root: Path,
+    declared: str,
+    out: Collected,
+    progress,
+    select: Callable[[str], object] | None = None,
+) -> list[FileInfo]:
+    """Stream the archive of ``/code/<source>`` and write its members under
+    ``dest_root/<declared>``; returns the files written (workspace-relative declared paths)."""
+    files: list[FileInfo] = []
+    stream = sandbox.get_archive(posixpath.join(WORKDIR, source) if source else WORKDIR)
+    with tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1) as tar:
+        for member in tar:
+            rel = _member_path(member.name, declared)
+            if rel is None:
+                out.refused.append(f"{member.name}: unsafe name in the container's archive")
+                continue
+            if select is not None and not select(rel) and not member.isdir():
+                continue
+            target = dest_root / rel
+            if member.isdir():
+                if select is None or select(rel):
+                    target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                files.append(_write_file(tar, member, target, rel, progress))
+            elif member.issym():
+                _link(member, target, rel, out)
+            elif member.islnk():
+                _hardlink(member, target, rel, dest_root, declared, files, out)
+    return files
+
+
+def _member_path(name: str, declared: str) -> str | None:
+    """Map an archive member ``base/sub/file`` to ``<declared>/sub/file``."""
+    if name.startswith("/") or "\x00" in name:
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    rest = parts[1:]
+    rel = "/".join(([declared] if declared else []) + rest)
+    return rel or None
+
+
+def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel: str, progress) -> FileInfo:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        _remove(target)
+    digest = hashlib.sha256()
+    size = 0
+    src = tar.extractfile(member)
+    tmp = target.with_name(f".{target.name}.part")
+    with open(tmp, "wb") as f:
+        while src is not None and (chunk := src.read(CHUNK)):
+            f.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress(len(chunk))
+    os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
+    os.replace(tmp, target)
+    return FileInfo(path=rel, size=size, sha256=digest.hexdigest())
+
+
+def _link(member: tarfile.TarInfo, target: Path, rel: str, out: Collected) -> None:
+    """Keep a symlink only when it stays inside the workspace, as a relative link."""
+    link = member.linkname
+    location = posixpath.dirname(rel)
+    if link.startswith("/"):
+        if not link.startswith(WORKDIR + "/"):
+            out.refused.append(f"{rel}: a symlink to {link} (outside the workspace), not collected")
+            return
+        resolved = posixpath.normpath(link[len(WORKDIR) + 1 :])
+    else:
+        resolved = posixpath.normpath(posixpath.join(location, link))
+    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+        out.refused.append(f"{rel}: a symlink to {link} (outside the workspace), not collected")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove(target)
+    os.symlink(posixpath.relpath(resolved, location or "."), target)
+
+
+def _hardlink(member, target: Path, rel: str, dest_root: Path, declared: str, files, out: Collected) -> None:
+    source_rel = _member_path(member.linkname, declared)
+    source = dest_root / source_rel if source_rel else None
+    if source is None or not source.is_file() or source.is_symlink():
+        out.refused.append(f"{rel}: a hard link to {member.linkname}, not collected")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove(target)
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+    twin = next((f for f in files if f.path == source_rel), None)
+    if twin is not None:
+        files.append(FileInfo(path=rel, size=twin.size, sha256=twin.sha256))
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()

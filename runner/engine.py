@@ -1,0 +1,55 @@
+"""The container engine: a docker SDK client from the environment (DOCKER_HOST, contexts,
+Podman's Docker-compatible socket), with the API version negotiated, never pinned."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .errors import EngineError
+
+if TYPE_CHECKING:
+    import docker
+
+START_HINT = (
+    "start Docker (`sudo systemctl start docker`, or Docker Desktop), point DOCKER_HOST at an engine, "
+    "or run `make engine` in the anna-run checkout (as root it installs and starts one)"
+)
+
+
+def connect(timeout: int = 120) -> docker.APIClient:
+    """A low-level client bound to the engine the environment names; raises EngineError if none answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        kwargs = docker.utils.kwargs_from_env()
+        base_url = kwargs.pop("base_url", None) or _context_host() or None
+        client = docker.APIClient(base_url=base_url, version="auto", timeout=timeout, **kwargs)
+    except DockerException as exc:
+        raise EngineError(f"no container engine answers: {_short(exc)}", hint=START_HINT) from None
+    except Exception as exc:  # requests' connection errors surface here during version negotiation
+        raise EngineError(f"no container engine answers: {_short(exc)}", hint=START_HINT) from None
+    return client
+
+
+def _context_host() -> str | None:
+    """The host of the current `docker context`, when DOCKER_HOST is unset (docker-py ignores contexts)."""
+    if os.environ.get("DOCKER_HOST"):
+        return None
+    try:
+        from docker.context import ContextAPI
+
+        ctx = ContextAPI.get_current_context()
+        host = ctx.Host if ctx is not None else None
+    except Exception:
+        return None
+    return host or None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Error while fetching server API version: ", "Connection aborted.', "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()'\" ")[:300]

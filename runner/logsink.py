@@ -1,0 +1,86 @@
+"""Where a job's output goes: masked, live to the reporter and into the stored logs (capped)."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .progress import Reporter
+from .variables import Masker
+
+DEFAULT_LOG_LIMIT = 64 << 20
+
+
+def log_limit() -> int:
+    try:
+        return int(os.environ.get("ANNA_RUN_LOG_LIMIT", DEFAULT_LOG_LIMIT))
+    except ValueError:
+        return DEFAULT_LOG_LIMIT
+
+
+class LogSink:
+    """Receives raw bytes per stream; masks secrets (also split across reads) before anything
+    is shown or written; keeps stdout and stderr apart and a combined log in arrival order."""
+
+    def __init__(
+        self, run_dir: Path, new_masker: Callable[[], Masker], reporter: Reporter, limit: int | None = None
+    ) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter = reporter
+        self.limit = log_limit() if limit is None else limit
+        self.truncated = False
+        self._written = 0
+        self._lock = threading.Lock()
+        self._files = {
+            "log": open(run_dir / "log.txt", "w", encoding="utf-8", errors="replace"),
+            "stdout": open(run_dir / "stdout.log", "w", encoding="utf-8", errors="replace"),
+            "stderr": open(run_dir / "stderr.log", "w", encoding="utf-8", errors="replace"),
+        }
+        self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
+        self._maskers = {s: new_masker() for s in ("stdout", "stderr")}  # one stream state each
+
+    def write(self, stream: str, data: bytes) -> None:
+        text = self._maskers[stream].feed(self._decoders[stream].decode(data))
+        self._emit(stream, text)
+
+    def note(self, text: str) -> None:
+        """A line of anna-run's own in the stored log (e.g. why a run ended)."""
+        self._emit("stderr", f"[anna-run] {text}\n", live=False)
+
+    @property
+    def closed(self) -> bool:
+        return self._files["log"].closed
+
+    def close(self) -> None:
+        """Flush what the maskers hold back and close the files; safe to call twice."""
+        if self.closed:
+            return
+        for stream in ("stdout", "stderr"):
+            tail = self._decoders[stream].decode(b"", final=True)
+            masker = self._maskers[stream]
+            self._emit(stream, masker.feed(tail) + masker.flush())
+        for f in self._files.values():
+            f.close()
+
+    def _emit(self, stream: str, text: str, live: bool = True) -> None:
+        if not text:
+            return
+        if live:
+            self.reporter.log_line(stream, text)
+        with self._lock:
+            if self.truncated:
+                return
+            if self._written + len(text) > self.limit:
+                text = text[: max(0, self.limit - self._written)]
+                self.truncated = True
+            self._written += len(text)
+            self._files["log"].write(text)
+            self._files[stream].write(text)
+            if self.truncated:
+                note = f"\n[anna-run] log truncated: the stored log keeps the first {self.limit} bytes\n"
+                self._files["log"].write(note)
+                self._files[stream].write(note)
+

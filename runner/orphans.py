@@ -1,0 +1,76 @@
+"""Runs whose anna-run process died: find them by our labels, record them, remove their leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .errors import AnnaRunError
+from .record import RunRecord, now_iso
+from .run import process_start
+from .sandbox import LABEL
+
+if TYPE_CHECKING:
+    import docker
+
+    from .store.base import Store
+
+
+def runner_alive(runner: str | None) -> bool:
+    """Whether the anna-run process named ``host:pid:start`` still runs. A run owned by another
+    host is taken as alive: only that host can tell."""
+    if not runner:
+        return False
+    host, _, rest = runner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    return os.path.exists(f"/proc/{pid}") and process_start(pid) == start
+
+
+def mark_lost(store: Store, record: RunRecord) -> RunRecord:
+    """A run left `running` by a dead anna-run: recorded failed, reason runner lost."""
+    if record.is_final or runner_alive(record.runner):
+        return record
+    lost = record.evolve(status="failed", reason="runner lost", finished_at=now_iso(), runner=None)
+    store.save_record(lost)
+    return lost
+
+
+def collect_garbage(api: docker.APIClient, store: Store, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Remove our containers and volumes whose owning anna-run is gone; never anything unlabelled."""
+    removed: list[dict[str, Any]] = []
+    for container in api.containers(all=True, filters={"label": f"{LABEL}.run"}):
+        labels = container.get("Labels") or {}
+        if labels.get(f"{LABEL}.keep") == "1" or runner_alive(labels.get(f"{LABEL}.runner")):
+            continue
+        run_id = labels.get(f"{LABEL}.run", "")
+        name = (container.get("Names") or [container["Id"][:12]])[0].lstrip("/")
+        removed.append({"kind": "container", "name": name, "run": run_id})
+        if not dry_run:
+            with contextlib.suppress(Exception):
+                api.remove_container(container["Id"], v=True, force=True)
+        _mark_run_lost(store, run_id, dry_run)
+    for volume in (api.volumes(filters={"label": f"{LABEL}.run"}) or {}).get("Volumes") or []:
+        labels = volume.get("Labels") or {}
+        if labels.get(f"{LABEL}.keep") == "1" or runner_alive(labels.get(f"{LABEL}.runner")):
+            continue
+        removed.append({"kind": "volume", "name": volume["Name"], "run": labels.get(f"{LABEL}.run", "")})
+        if not dry_run:
+            with contextlib.suppress(Exception):
+                api.remove_volume(volume["Name"], force=True)
+    return removed
+
+
+def _mark_run_lost(store: Store, run_id: str, dry_run: bool) -> None:
+    if dry_run or not run_id:
+        return
+    with contextlib.suppress(AnnaRunError):
+        mark_lost(store, store.get(run_id))

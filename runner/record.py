@@ -1,0 +1,116 @@
+"""RunRecord: what a run was and how it ended, frozen, and its run.json form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "cancelled")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "cancelled"})
+RECORD_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str  # as written in askanna.yml, masked
+    exit_code: int | None  # None: not reached
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str  # relative to the workspace (/code)
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    digest: str | None = None  # repo digest "name@sha256:..." when the image has one
+    id: str | None = None  # the engine's image id (sha256:...)
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    id: str  # AskAnna-style short id derived from the content
+    sha256: str
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    job: str
+    project: str  # project id
+    status: str
+    project_root: str = ""
+    reason: str | None = None
+    exit_code: int | None = None
+    commands: tuple[CommandResult, ...] = ()
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    image: ImageInfo | None = None
+    package: BlobRef | None = None
+    payload: BlobRef | None = None
+    variables: dict[str, str] = field(default_factory=dict)  # masked
+    secret_names: tuple[str, ...] = ()
+    result: FileInfo | None = None
+    artifacts: tuple[FileInfo, ...] = ()
+    refused: tuple[str, ...] = ()  # output paths refused (leaving the workspace), with why
+    warnings: tuple[str, ...] = ()
+    name: str | None = None
+    description: str | None = None
+    host: str = ""
+    runner_version: str = ""
+    runner: str | None = None  # host:pid:start of the anna-run process that owns a live run
+    container: str | None = None
+    rerun_of: str | None = None
+    log_truncated: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)  # resolved run settings (image, limits...)
+    version: int = RECORD_VERSION
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def evolve(self, **changes: Any) -> RunRecord:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["commands"] = [asdict(c) for c in self.commands]
+        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["commands"] = tuple(CommandResult(**c) for c in data.get("commands") or ())
+        kwargs["artifacts"] = tuple(FileInfo(**a) for a in data.get("artifacts") or ())
+        for key, kind in (("result", FileInfo), ("image", ImageInfo), ("package", BlobRef), ("payload", BlobRef)):
+            if data.get(key) is not None:
+                kwargs[key] = kind(**data[key])
+        for key in ("refused", "warnings", "secret_names"):
+            kwargs[key] = tuple(data.get(key) or ())
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,545 @@
+"""A run, top to bottom: validate, package, image, sandbox, script, logs, collect, record.
+
+Everything that can be wrong with the input is found in ``prepare`` before anything is
+created (no container, image or store entry); ``execute`` then does the run and always
+leaves a final record, whatever way it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
+from .progress import Reporter
+from .project import Job, Project, check_relative_path, find_project_file, load_project, parse_duration, parse_memory
+from .record import BlobRef, CommandResult, RunRecord, now_iso
+from .store.base import Store, open_store
+from .variables import (
+    PAYLOAD_PATH,
+    PayloadInfo,
+    Variables,
+    builtin_variables,
+    new_suuid,
+    parse_assignments,
+    parse_env_file,
+    read_payload,
+    render,
+    render_command,
+    resolve,
+    suuid_from_digest,
+    template_names,
+)
+
+GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for: a job and the run options (SPEC §6)."""
+
+    job: str
+    project: Path | None = None
+    payload: str | None = None  # a path, or "-" for stdin
+    variables: tuple[str, ...] = ()  # K=V
+    secrets: tuple[str, ...] = ()  # K=V
+    env_files: tuple[Path, ...] = ()
+    store: str | None = None
+    image: str | None = None
+    pull: str | None = None
+    timeout: str | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    gpus: str | None = None
+    network: str | None = None
+    keep: bool = False
+    name: str | None = None
+    description: str | None = None
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    image: str
+    pull: str
+    timeout: float | None
+    cpus: float | None
+    memory: int | None
+    gpus: int | str | None
+    network: str
+    timezone: str
+    cache: tuple[str, ...]
+
+
+@dataclass
+class Prepared:
+    """A validated run: every check passed, nothing created yet."""
+
+    request: RunRequest
+    project: Project
+    job: Job
+    project_id: str
+    run_id: str
+    payload_file: Path | None
+    payload: PayloadInfo | None
+    user_vars: dict[str, dict[str, str]]
+    shell_commands: list[str]
+    settings: Settings
+    warnings: list[str] = field(default_factory=list)
+    _tmp: Path | None = None
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# -- validation ----------------------------------------------------------------------------------
+def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
+    """Validate project, job, payload, variables and options; create nothing."""
+    project = load_project(find_project_file(request.project))
+    job = project.job(request.job)
+    warnings = list(project.warnings)
+    tmp = None
+    payload_file, payload = None, None
+    if request.payload is not None:
+        payload_file, tmp = _payload_file(request.payload)
+        try:
+            payload = read_payload(payload_file)
+        except BaseException:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        warnings.extend(payload.warnings)
+    user_vars = {
+        "project": dict(project.variables),
+        "env_file": _env_files(request.env_files),
+        "cli": parse_assignments(request.variables, option="--var"),
+        "secrets": parse_assignments(request.secrets, option="--secret"),
+        "payload": dict(payload.variables) if payload else {},
+    }
+    run_id = new_suuid()
+    known = set().union(*user_vars.values()) | set(_builtins_probe(run_id))
+    shell_commands = []
+    for i, command in enumerate(job.commands):
+        text, notes = render_command(command, known, where=f"job '{job.name}' command {i + 1}")
+        shell_commands.append(text)
+        warnings.extend(notes)
+    settings = _settings(request, project, job)
+    prepared = Prepared(
+        request, project, job, project_id(project), run_id, payload_file, payload, user_vars,
+        shell_commands, settings, warnings, tmp,
+    )
+    # Render what is rendered on the host once now, with a stand-in package id that cannot
+    # change a path's shape, so a bad output path or image is a config error before anything.
+    _render_outputs(prepared, _variables(prepared, package_id="0000-0000-0000-0000"))
+    for warning in warnings:
+        reporter.warning(warning)
+    return prepared
+
+
+def _payload_file(ref: str) -> tuple[Path, Path | None]:
+    if ref != "-":
+        path = Path(ref)
+        if not path.is_file():
+            raise ConfigError(f"payload {ref}: no such file")
+        return path, None
+    tmp = Path(tempfile.mkdtemp(prefix="anna-run-payload-"))
+    path = tmp / "payload.json"
+    with open(path, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    return path, tmp
+
+
+def _env_files(paths: tuple[Path, ...]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for path in paths:
+        merged.update(parse_env_file(path))
+    return merged
+
+
+def _builtins_probe(run_id: str) -> dict[str, str]:
+    return builtin_variables(
+        token="", run_id=run_id, job="", project_id="", package_id="", payload_id="x", timezone="UTC"
+    )
+
+
+def _settings(request: RunRequest, project: Project, job: Job) -> Settings:
+    env = project.environment_for(job)
+    network = request.network or job.network or "bridge"
+    if network not in ("bridge", "none"):
+        raise ConfigError(f"--network {network!r}: use 'bridge' or 'none'")
+    pull = request.pull or env.pull or "if-not-present"
+    if pull not in ("if-not-present", "always", "never"):
+        raise ConfigError(f"--pull {pull!r}: use if-not-present, always or never")
+    timeout = parse_duration(request.timeout, where="--timeout") if request.timeout else job.timeout
+    memory = parse_memory(request.memory, where="--memory") if request.memory else job.resources.memory
+    cpus = request.cpus if request.cpus is not None else job.resources.cpus
+    if cpus is not None and cpus <= 0:
+        raise ConfigError("--cpus must be a positive number")
+    gpus: int | str | None = job.resources.gpus
+    if request.gpus is not None:
+        gpus = request.gpus if request.gpus == "all" else _int_option(request.gpus, "--gpus")
+    image = request.image or env.image or ""
+    return Settings(image, pull, timeout, cpus, memory, gpus, network, project.timezone_for(job), job.cache)
+
+
+def _int_option(value: str, option: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: a whole number or 'all'") from None
+    if number < 0:
+        raise ConfigError(f"{option} must not be negative")
+    return number
+
+
+def project_id(project: Project) -> str:
+    """Stable for the project on this machine: derived from where its file lives."""
+    digest = hashlib.sha256(str(project.root.resolve()).encode()).digest()
+    return suuid_from_digest(digest)
+
+
+def _variables(prepared: Prepared, package_id: str) -> Variables:
+    payload = prepared.payload
+    builtins = builtin_variables(
+        token=prepared.request.token,
+        run_id=prepared.run_id,
+        job=prepared.job.name,
+        project_id=prepared.project_id,
+        package_id=package_id,
+        payload_id=suuid_from_digest(payload.sha256) if payload else None,
+        timezone=prepared.settings.timezone,
+    )
+    v = prepared.user_vars
+    return resolve(
+        project=v["project"], env_file=v["env_file"], cli=v["cli"], secrets=v["secrets"],
+        payload=v["payload"], builtins=builtins,
+    )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    image: str
+    result: str | None
+    artifacts: tuple[str, ...]
+    credentials: tuple[str, str] | None
+
+
+def _render_outputs(prepared: Prepared, variables: Variables) -> Rendered:
+    values = variables.as_dict()
+    job = prepared.job
+    where = f"{prepared.project.file}: job '{job.name}'"
+    result = None
+    if job.output.result:
+        result = render(job.output.result, values, where=f"{where} output.result")
+        check_relative_path(result, what="output.result")
+    artifacts = []
+    for path in job.output.artifacts:
+        rendered = render(path, values, where=f"{where} output.artifact")
+        check_relative_path(rendered, what="output.artifact")
+        artifacts.append(rendered)
+    image = render(prepared.settings.image, values, where=f"{where} environment.image").strip()
+    if not image or any(c.isspace() for c in image) or image.startswith("-"):
+        raise ConfigError(f"{where}: image name {image!r} is not a valid image reference")
+    creds = prepared.project.environment_for(job).credentials
+    credentials = None
+    if creds is not None:
+        credentials = (
+            render(creds.username, values, where=f"{where} credentials.username"),
+            render(creds.password, values, where=f"{where} credentials.password"),
+        )
+    return Rendered(image, result, tuple(artifacts), credentials)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run_job(request: RunRequest, reporter: Reporter) -> RunRecord:
+    """Validate, then run. Returns the final record; raises ConfigError before anything starts,
+    EngineError when the engine fails (the run is recorded first), Cancelled on Ctrl-C."""
+    prepared = prepare(request, reporter)
+    try:
+        return execute(prepared, reporter)
+    finally:
+        prepared.cleanup()
+
+
+def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
+    from .engine import connect
+
+    api = connect()
+    store = open_store(prepared.request.store)
+    record: RunRecord | None = None
+    try:
+        package = _package(prepared, store, reporter)
+        variables = _variables(prepared, suuid_from_digest(package.sha256))
+        rendered = _render_outputs(prepared, variables)
+        payload_ref = _store_payload(prepared, store)
+        from .image import ensure_image
+
+        credentials = None
+        if rendered.credentials:
+            from .project import Credentials
+
+            credentials = Credentials(*rendered.credentials)
+        image = ensure_image(api, rendered.image, pull=prepared.settings.pull, reporter=reporter, credentials=credentials)
+        record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
+        store.save_record(record)
+        record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
+    except KeyboardInterrupt:
+        if record is not None:
+            record = _finish(store, record, status="cancelled", reason="cancelled by the user")
+        raise Cancelled("cancelled") from None
+    except Cancelled:
+        if record is not None:
+            _finish(store, record, status="cancelled", reason="cancelled by the user")
+        raise
+    except EngineError as exc:
+        if record is not None:
+            _finish(store, record, status="failed", reason=f"engine: {exc.message}")
+        raise
+    return record
+
+
+def _package(prepared: Prepared, store: Store, reporter: Reporter):
+    from .package import build_package
+
+    reporter.step_started("package", str(prepared.project.root))
+    root = prepared.project.root
+    store_root = Path(store.location)
+    package = build_package(
+        root,
+        store.packages_dir(),
+        cache_file=store.cache_dir() / f"stat-{prepared.project_id}.json",
+        exclude=[store_root],
+        progress=lambda done, total: reporter.bytes_done("package", done, total),
+    )
+    detail = f"{package.files} files, {package.size / 1e6:.1f} MB{' (unchanged)' if package.reused else ''}"
+    reporter.step_done("package", detail)
+    return package
+
+
+def _store_payload(prepared: Prepared, store: Store) -> BlobRef | None:
+    info = prepared.payload
+    if info is None or prepared.payload_file is None:
+        return None
+    store.add_payload(prepared.payload_file, info.sha256)
+    return BlobRef(id=suuid_from_digest(info.sha256), sha256=info.sha256, size=info.size)
+
+
+def _first_record(prepared, store, variables, package, payload_ref, image, rendered) -> RunRecord:
+    job = prepared.job
+    user_names = set().union(*prepared.user_vars.values())
+    masked = {k: v for k, v in variables.masked().items() if k in user_names}
+    settings = prepared.settings
+    return RunRecord(
+        id=prepared.run_id,
+        job=job.name,
+        project=prepared.project_id,
+        project_root=str(prepared.project.root),
+        status="running",
+        commands=tuple(CommandResult(command=c, exit_code=None) for c in _echoes(job, variables)),
+        created_at=now_iso(),
+        started_at=now_iso(),
+        image=image,
+        package=BlobRef(id=suuid_from_digest(package.sha256), sha256=package.sha256, size=package.size),
+        payload=payload_ref,
+        variables=masked,
+        secret_names=tuple(sorted(variables.secret_names & user_names)),
+        name=prepared.request.name,
+        description=prepared.request.description,
+        host=socket.gethostname(),
+        runner_version=__version__,
+        runner=runner_identity(),
+        warnings=tuple(prepared.warnings),
+        settings={
+            "image": rendered.image,
+            "pull": settings.pull,
+            "timeout_s": settings.timeout,
+            "cpus": settings.cpus,
+            "memory": settings.memory,
+            "gpus": settings.gpus,
+            "network": settings.network,
+            "timezone": settings.timezone,
+            "result": rendered.result,
+            "artifacts": list(rendered.artifacts),
+        },
+    )
+
+
+def _echoes(job: Job, variables: Variables) -> list[str]:
+    masker = variables.masker()
+    return [masker.mask(command) for command in job.commands]
+
+
+def runner_identity() -> str:
+    """host:pid:start — enough to tell later whether the process that owns a run still lives."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start(pid)}"
+
+
+def process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter) -> RunRecord:
+    from .collect import collect
+    from .logsink import LogSink
+    from .sandbox import LABEL, Sandbox, SandboxSpec
+    from .script import SCRIPT_PATH, STATUS_PATH, build_script, parse_status, script_archive
+
+    settings = prepared.settings
+    labels = {
+        f"{LABEL}.run": record.id,
+        f"{LABEL}.job": prepared.job.name,
+        f"{LABEL}.project": prepared.project_id,
+        f"{LABEL}.host": record.host,
+        f"{LABEL}.runner": record.runner or "",
+    }
+    if prepared.request.keep:
+        labels[f"{LABEL}.keep"] = "1"
+    spec = SandboxSpec(
+        image=record.image.id or rendered.image,
+        name=f"anna-run-{record.id}",
+        environment=variables.as_dict(),
+        labels=labels,
+        entrypoint=["/bin/sh", SCRIPT_PATH],
+        network=settings.network,
+        cpus=settings.cpus,
+        memory=settings.memory,
+        gpus=settings.gpus,
+        payload=prepared.payload is not None,
+    )
+    script = build_script(prepared.shell_commands, [c.command for c in record.commands])
+    run_dir = store.run_dir(record.id)
+    sink = LogSink(run_dir, variables.masker, reporter)
+    started = time.monotonic()
+    try:
+        with Sandbox(api, spec, keep=prepared.request.keep) as sandbox:
+            record = record.evolve(container=sandbox.id)
+            reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB into the container")
+            sandbox.put_archive("/code", _file_chunks(package.path, "package", package.size, reporter))
+            sandbox.put_archive("/", script_archive(script))
+            if prepared.payload_file is not None:
+                sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
+            reporter.step_done("copy")
+            reporter.step_started("run", f"{prepared.job.name} in {rendered.image}")
+            outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=GRACE_S)
+            sink.close()
+            status_text = sandbox.read_file(STATUS_PATH).decode(errors="replace")
+            reporter.step_started("collect", "result and artifacts")
+            collected = collect(
+                sandbox,
+                run_dir,
+                result=rendered.result,
+                artifacts=rendered.artifacts,
+                progress=None,
+            )
+    finally:
+        sink.close()
+    statuses = parse_status(status_text, len(prepared.job.commands), outcome.exit_code)
+    commands = tuple(
+        CommandResult(command=c.command, exit_code=s.exit_code, duration_s=s.duration_s)
+        for c, s in zip(record.commands, statuses, strict=True)
+    )
+    status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
+    if outcome.cancelled:
+        _finish(
+            store, record, status="cancelled", reason="cancelled by the user", commands=commands,
+            exit_code=outcome.exit_code, duration=time.monotonic() - started, sink=sink, collected=collected,
+        )
+        raise Cancelled("cancelled; the container was stopped and removed")
+    return _finish(
+        store, record, status=status, reason=reason, commands=commands, exit_code=exit_code,
+        duration=time.monotonic() - started, sink=sink, collected=collected,
+    )
+
+
+def _verdict(outcome, collected, rendered, settings) -> tuple[str, str | None, int | None]:
+    if outcome.timed_out:
+        return "timeout", f"timed out after {settings.timeout:g} s", outcome.exit_code
+    if outcome.oom:
+        return "failed", "oom", outcome.exit_code
+    if outcome.exit_code != 0:
+        return "failed", f"command failed with exit code {outcome.exit_code}", outcome.exit_code
+    if collected.result_problem:
+        return "failed", collected.result_problem, 0
+    if rendered.result and collected.result_missing:
+        return "failed", f"result missing: {rendered.result}", 0
+    return "succeeded", None, 0
+
+
+def _finish(store: Store, record: RunRecord, *, status: str, reason: str | None, **extra) -> RunRecord:
+    sink = extra.pop("sink", None)
+    collected = extra.pop("collected", None)
+    duration = extra.pop("duration", None)
+    changes = {"status": status, "reason": reason, "finished_at": now_iso(), "runner": None}
+    if "commands" in extra:
+        changes["commands"] = extra["commands"]
+    if "exit_code" in extra:
+        changes["exit_code"] = extra["exit_code"]
+    if duration is not None:
+        changes["duration_s"] = round(duration, 3)
+    if sink is not None:
+        changes["log_truncated"] = sink.truncated
+    if collected is not None:
+        changes["result"] = collected.result
+        changes["artifacts"] = tuple(collected.artifacts)
+        changes["refused"] = tuple(collected.refused)
+        changes["warnings"] = record.warnings + tuple(f"not found: {p}" for p in collected.missing)
+    final = record.evolve(**changes)
+    with contextlib.suppress(AnnaRunError):
+        store.save_record(final)
+    return final
+
+
+def _file_chunks(path: Path, step: str, total: int, reporter: Reporter) -> Iterator[bytes]:
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            done += len(chunk)
+            reporter.bytes_done(step, done, total)
+            yield chunk
+
+
+def _single_file_tar(path: Path, name: str) -> Iterator[bytes]:
+    """A tar of one read-only file, streamed: header, content, padding, end blocks."""
+    size = path.stat().st_size
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o444, 946684800
+    yield info.tobuf(format=tarfile.PAX_FORMAT)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+    yield b"\0" * ((512 - size % 512) % 512) + b"\0" * 1024
+
+
+def exit_code_for(record: RunRecord) -> int:
+    """SPEC §3.11: the job's own code, 0 on success, 124 timeout, 130 cancelled."""
+    if record.status == "succeeded":
+        return 0
+    if record.status == "timeout":
+        return 124
+    if record.status == "cancelled":
+        return 130
+    if record.reason and record.reason.startswith("engine:"):
+        return 125
+    if record.exit_code:
+        return record.exit_code
+    return 1
+
+
+__all__ = ["PAYLOAD_PATH", "RunRequest", "exit_code_for", "prepare", "run_job"]

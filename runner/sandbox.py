@@ -1,0 +1,331 @@
+"""One container's whole life, as a context manager: create, fill, start, stream, stop, remove.
+
+The code and the payload go in through the engine's archive API and outputs come out the
+same way, never through a bind mount of a host path, so a remote engine (DOCKER_HOST) or
+Podman's Docker-compatible socket works the same. ``__exit__`` always removes what was
+created (container and payload volume), on every path out, unless ``keep`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import EngineError
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL = "io.anna-run"
+# Docker's default set minus NET_RAW (raw sockets), MKNOD, AUDIT_WRITE, SETPCAP, SETFCAP and
+# SYS_CHROOT: what pip, apt and ordinary jobs need, and no more. SYS_ADMIN is never granted.
+CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE")
+PIDS_LIMIT = 4096
+PAYLOAD_DIR = "/input"
+GO_MODE_DIR = 1 << 31
+GO_MODE_SYMLINK = 1 << 27
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    image: str
+    name: str
+    environment: dict[str, str]
+    labels: dict[str, str]
+    entrypoint: list[str]
+    working_dir: str = "/code"
+    network: str = "bridge"
+    cpus: float | None = None
+    memory: int | None = None
+    gpus: int | str | None = None
+    pids_limit: int = PIDS_LIMIT
+    volumes: tuple[tuple[str, str], ...] = ()  # (named volume, container path), read-write
+    payload: bool = False  # mount a read-only payload volume at /input
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None
+    timed_out: bool = False
+    oom: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _Reader:
+    thread: threading.Thread
+    error: list[BaseException] = field(default_factory=list)
+
+
+class Sandbox:
+    """Owns one job container (and its payload volume) on an engine."""
+
+    def __init__(self, api: docker.APIClient, spec: SandboxSpec, *, keep: bool = False) -> None:
+        self.api = api
+        self.spec = spec
+        self.keep = keep
+        self.id: str | None = None
+        self.payload_volume: str | None = None
+        self._started = False
+
+    # -- life ---------------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        try:
+            if self.spec.payload:
+                self.payload_volume = f"{self.spec.name}-payload"
+                self.api.create_volume(self.payload_volume, labels=self.spec.labels)
+            self.id = self.api.create_container(
+                self.spec.image,
+                name=self.spec.name,
+                entrypoint=self.spec.entrypoint,
+                command=[],
+                environment=self.spec.environment,
+                labels=self.spec.labels,
+                working_dir=self.spec.working_dir,
+                stdin_open=False,
+                tty=False,
+                network_disabled=False,
+                host_config=self._host_config(),
+            )["Id"]
+        except BaseException as exc:
+            self._remove()
+            raise _engine_error("cannot create the job container", exc) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.keep:
+            self._remove()
+
+    def _host_config(self) -> dict[str, Any]:
+        from docker.types import DeviceRequest, Mount
+
+        spec = self.spec
+        mounts = [Mount(path, volume, type="volume") for volume, path in spec.volumes]
+        if self.payload_volume:
+            mounts.append(Mount(PAYLOAD_DIR, self.payload_volume, type="volume", read_only=True, no_copy=True))
+        device_requests = None
+        if spec.gpus not in (None, 0):
+            count = -1 if spec.gpus == "all" else int(spec.gpus)
+            device_requests = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+        return self.api.create_host_config(
+            init=True,
+            privileged=False,
+            cap_drop=["ALL"],
+            cap_add=list(CAPABILITIES),
+            security_opt=["no-new-privileges"],
+            pids_limit=spec.pids_limit,
+            network_mode=spec.network,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,  # no swap beyond the limit: OOM is OOM
+            mounts=mounts or None,
+            device_requests=device_requests,
+        )
+
+    def _remove(self) -> None:
+        if self.id is not None:
+            with contextlib.suppress(Exception):
+                self.api.remove_container(self.id, v=True, force=True)
+        if self.payload_volume is not None:
+            with contextlib.suppress(Exception):
+                self.api.remove_volume(self.payload_volume, force=True)
+
+    # -- filling ------------------------------------------------------------------------------
+    def put_archive(self, path: str, data: bytes | Iterable[bytes]) -> None:
+        """Stream a tar into the (created, not yet started) container at ``path``."""
+        try:
+            ok = self.api.put_archive(self.id, path, data)
+        except BaseException as exc:
+            raise _engine_error(f"cannot copy files into the container at {path}", exc) from None
+        if not ok:
+            raise EngineError(f"the engine refused the copy into the container at {path}")
+
+    def put_payload(self, data: Iterable[bytes]) -> None:
+        """Fill the read-only payload volume through a never-started helper container: the job
+        container mounts it read-only, which the archive API cannot write through."""
+        from docker.types import Mount
+
+        host_config = self.api.create_host_config(
+            mounts=[Mount(PAYLOAD_DIR, self.payload_volume, type="volume", no_copy=True)],
+            network_mode="none",
+        )
+        helper = None
+        try:
+            helper = self.api.create_container(
+                self.spec.image, command=["true"], entrypoint=[], labels=self.spec.labels, host_config=host_config
+            )["Id"]
+            if not self.api.put_archive(helper, PAYLOAD_DIR, data):
+                raise EngineError("the engine refused the payload copy")
+        except EngineError:
+            raise
+        except BaseException as exc:
+            raise _engine_error("cannot copy the payload into its volume", exc) from None
+        finally:
+            if helper is not None:
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(helper, v=False, force=True)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(
+        self,
+        on_output: Callable[[str, bytes], None],
+        *,
+        timeout: float | None,
+        grace: float = 10.0,
+    ) -> Outcome:
+        """Start, stream output to ``on_output(stream, bytes)`` and wait for the end.
+
+        Timeout: SIGTERM, ``grace`` seconds, SIGKILL. Ctrl-C (KeyboardInterrupt): the same stop,
+        and a second Ctrl-C kills at once; the outcome is then ``cancelled``."""
+        reader = self._attach(on_output)
+        try:
+            self.api.start(self.id)
+        except BaseException as exc:
+            raise _engine_error("cannot start the job container", exc) from None
+        self._started = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = cancelled = False
+        try:
+            while reader.thread.is_alive():
+                wait = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
+                reader.thread.join(wait)
+                if deadline is not None and time.monotonic() >= deadline and reader.thread.is_alive():
+                    timed_out = True
+                    self.stop(grace)
+                    break
+        except KeyboardInterrupt:
+            cancelled = True
+            self._stop_on_interrupt(grace)
+        reader.thread.join(grace + 5)
+        exit_code = self._wait()
+        oom = self._oom_killed()
+        if reader.error and not (timed_out or cancelled) and exit_code is None:
+            raise _engine_error("lost the container's output", reader.error[0])
+        return Outcome(exit_code=exit_code, timed_out=timed_out, oom=oom, cancelled=cancelled)
+
+    def _attach(self, on_output: Callable[[str, bytes], None]) -> _Reader:
+        try:
+            stream = self.api.attach(self.id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        except BaseException as exc:
+            raise _engine_error("cannot attach to the job container", exc) from None
+
+        def pump() -> None:
+            try:
+                for out, err in stream:
+                    if out:
+                        on_output("stdout", out)
+                    if err:
+                        on_output("stderr", err)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                reader.error.append(exc)
+
+        reader = _Reader(threading.Thread(target=pump, name="anna-run-logs", daemon=True))
+        reader.thread.start()
+        return reader
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (the engine does both)."""
+        try:
+            self.api.stop(self.id, timeout=max(0, int(round(grace))))
+        except Exception as exc:
+            raise _engine_error("cannot stop the job container", exc) from None
+
+    def _stop_on_interrupt(self, grace: float) -> None:
+        try:
+            self.stop(grace)
+        except KeyboardInterrupt:  # a second Ctrl-C: no more grace
+            with contextlib.suppress(Exception):
+                self.api.kill(self.id)
+
+    def _wait(self) -> int | None:
+        try:
+            return int(self.api.wait(self.id, timeout=60)["StatusCode"])
+        except Exception as exc:
+            raise _engine_error("lost the job container", exc) from None
+
+    def _oom_killed(self) -> bool:
+        try:
+            return bool(self.api.inspect_container(self.id)["State"].get("OOMKilled"))
+        except Exception:
+            return False
+
+    # -- reading back -------------------------------------------------------------------------
+    def stat(self, path: str) -> dict[str, Any] | None:
+        """The engine's stat of ``path`` inside the container, not following a final symlink;
+        None when it does not exist. For a symlink, ``linkTarget`` is its resolved absolute path."""
+        url = self.api._url("/containers/{0}/archive", self.id)
+        try:
+            res = self.api.head(url, params={"path": path})
+        except Exception as exc:
+            raise _engine_error("cannot read the container's files", exc) from None
+        if res.status_code == 404:
+            return None
+        if res.status_code >= 400:
+            return {"error": res.status_code}
+        header = res.headers.get("X-Docker-Container-Path-Stat")
+        return json.loads(base64.b64decode(header)) if header else None
+
+    def get_archive(self, path: str) -> Iterator[bytes]:
+        try:
+            stream, _ = self.api.get_archive(self.id, path, chunk_size=1 << 20)
+        except Exception as exc:
+            raise _engine_error(f"cannot copy {path} out of the container", exc) from None
+        return stream
+
+    def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
+        """A small file's content (e.g. the status file), at most ``limit`` bytes, streamed."""
+        import tarfile
+
+        if self.stat(path) is None:
+            return b""
+        with tarfile.open(fileobj=IterStream(self.get_archive(path)), mode="r|") as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return b""
+            fileobj = tar.extractfile(member)
+            return fileobj.read(limit) if fileobj else b""
+
+
+class IterStream(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]  # a view: no copy of the chunk's tail
+        return n
+
+
+def is_symlink(stat: dict[str, Any]) -> bool:
+    return bool(stat.get("mode", 0) & GO_MODE_SYMLINK)
+
+
+def is_dir(stat: dict[str, Any]) -> bool:
+    return bool(stat.get("mode", 0) & GO_MODE_DIR)
+
+
+def _engine_error(what: str, exc: BaseException) -> BaseException:
+    if isinstance(exc, KeyboardInterrupt | EngineError):
+        return exc
+    from .engine import _short
+
+    return EngineError(f"{what}: {_short(exc)}")

@@ -1,0 +1,208 @@
+"""The embedded local store: a directory of plain files plus an SQLite index of the runs.
+
+Layout (the S3 store mirrors it):
+    packages/<sha256>.tar        code packages, by content
+    payloads/<sha256>.json       payloads, by content
+    runs/<id>/run.json           the record (the truth; the index is rebuilt from these)
+    runs/<id>/log.txt            stdout and stderr as they arrived (masked)
+    runs/<id>/stdout.log, stderr.log
+    runs/<id>/result/<path>      the result file
+    runs/<id>/artifacts/<path>   the artifacts
+    cache/                       stat cache of packaging
+    index.sqlite                 WAL-mode index for listing
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import NotFound, StoreError
+from ..record import RunRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_project_created ON runs (project, created_at);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
+"""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+        try:
+            for sub in ("packages", "payloads", "runs", "cache"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the run store at {root}: {exc.strerror or exc}") from exc
+        self._db: sqlite3.Connection | None = None
+
+    # -- content-addressed blobs -------------------------------------------------------------
+    def packages_dir(self) -> Path:
+        return self.root / "packages"
+
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def payload_path(self, sha256: str) -> Path:
+        return self.root / "payloads" / f"{sha256}.json"
+
+    def add_payload(self, src: Path, sha256: str) -> Path:
+        """Copy a payload in once; the same content is stored once."""
+        dest = self.payload_path(sha256)
+        if dest.exists():
+            return dest
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"cannot store the payload in {dest.parent}: {exc.strerror or exc}") from exc
+        return dest
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def save_record(self, record: RunRecord) -> None:
+        text = record.to_json()
+        try:
+            atomic_write(self.run_dir(record.id) / "run.json", text.encode())
+            self._index_put(record, text)
+        except OSError as exc:
+            raise StoreError(f"cannot write the run record to {self.root}: {exc.strerror or exc}") from exc
+
+    def get(self, run_ref: str) -> RunRecord:
+        """A run by id or unique id prefix."""
+        path = self.run_dir(run_ref) / "run.json"
+        if "/" not in run_ref and run_ref not in ("", ".", "..") and path.is_file():
+            return self._read_record(path)
+        rows = self._query("SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_prefix(run_ref),))
+        if len(rows) == 1:
+            return self._read_record(self.run_dir(rows[0][0]) / "run.json")
+        if len(rows) > 1:
+            raise NotFound(f"run {run_ref!r} is ambiguous: give more of its id")
+        raise NotFound(f"no run {run_ref!r} in the store {self.root}")
+
+    def list_runs(
+        self,
+        *,
+        project: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        where, args = [], []
+        for column, value in (("project", project), ("job", job), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT record FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [RunRecord.from_json(row[0]) for row in self._query(sql, tuple(args))]
+
+    def iter_log(self, run_id: str, stream: str = "log") -> Iterator[bytes]:
+        name = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}[stream]
+        path = self.run_dir(run_id) / name
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 16):
+                yield chunk
+
+    def reindex(self) -> int:
+        """Rebuild the index from the run records on disk; returns the number of runs."""
+        db = self._conn()
+        count = 0
+        with db:
+            db.execute("DELETE FROM runs")
+            for path in (self.root / "runs").glob("*/run.json"):
+                try:
+                    record = self._read_record(path)
+                except (NotFound, StoreError):
+                    continue
+                self._index_put(record, record.to_json(), commit=False)
+                count += 1
+        return count
+
+    # -- internals ----------------------------------------------------------------------------
+    def _read_record(self, path: Path) -> RunRecord:
+        try:
+            return RunRecord.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise NotFound(f"no run record at {path}") from exc
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"run record {path} is damaged: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            fresh = not (self.root / "index.sqlite").exists()
+            try:
+                db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"the run index {self.root / 'index.sqlite'} cannot be opened: {exc}") from exc
+            self._db = db
+            if fresh and any((self.root / "runs").iterdir()):
+                self.reindex()
+        return self._db
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the run index in {self.root} is damaged ({exc}); run `anna-run runs --reindex`") from exc
+
+    def _index_put(self, record: RunRecord, text: str, commit: bool = True) -> None:
+        row = (record.id, record.project, record.job, record.status, record.created_at, text)
+        sql = "INSERT OR REPLACE INTO runs (id, project, job, status, created_at, record) VALUES (?,?,?,?,?,?)"
+        try:
+            self._conn().execute(sql, row)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot update the run index in {self.root}: {exc}") from exc
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+

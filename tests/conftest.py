@@ -1,0 +1,151 @@
+"""Fixtures shared by the suite: the real engine, the test images, projects in tmp_path and a
+real `anna-run` process to drive."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BUSYBOX = "anna-run/busybox:latest"
+PYTHON = "anna-run/python:3.11"
+
+
+@pytest.fixture(scope="session")
+def api():
+    """The real engine. Its absence is a failure, not a skip: `make test` provisions one."""
+    from anna_run.engine import connect
+
+    from anna_run.errors import EngineError
+
+    try:
+        client = connect()
+        client.ping()
+    except EngineError as exc:
+        pytest.fail(f"no container engine: {exc.message} ({exc.hint}) — run `make test`", pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def busybox(api) -> str:
+    """A 2 MB shell-only image, built offline from Debian's busybox-static when missing."""
+    from docker.errors import ImageNotFound
+
+    try:
+        api.inspect_image(BUSYBOX)
+    except ImageNotFound:
+        subprocess.run(["bash", str(REPO / "images/busybox/build.sh")], check=True)
+    return BUSYBOX
+
+
+@pytest.fixture(scope="session")
+def python_image(api) -> str:
+    from docker.errors import ImageNotFound
+
+    try:
+        api.inspect_image(PYTHON)
+    except ImageNotFound:
+        subprocess.run(["bash", str(REPO / "scripts/images.sh")], check=True)
+    return PYTHON
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Env:
+    """A project folder and a store folder, and `anna-run` run for real against them."""
+
+    def __init__(self, root: Path, store: Path) -> None:
+        self.root = root
+        self.store = store
+
+    def project(self, yml: str, files: dict[str, str | bytes] | None = None) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "askanna.yml").write_text(textwrap.dedent(yml))
+        for name, content in (files or {}).items():
+            path = self.root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        return self.root
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANNA_RUN_")}
+        env.update(ANNA_RUN_STORE=str(self.store), NO_COLOR="1", **extra)
+        return env
+
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "anna_run.cli", *args]
+
+    def run(self, *args: str, input: str | bytes | None = None, cwd: Path | None = None,
+            timeout: float = 120, **env: str) -> Result:
+        proc = subprocess.run(
+            self.cmd(*args),
+            cwd=cwd or self.root,
+            env=self.environ(**env),
+            input=input.encode() if isinstance(input, str) else input,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.cmd(*args), cwd=self.root, env=self.environ(**env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.store / "runs").glob("*/run.json"))]
+
+    def last(self) -> dict:
+        res = self.run("show", "--json")
+        assert res.returncode == 0, res.output
+        return json.loads(res.stdout)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.store / "runs" / run_id
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    yield Env(tmp_path / "project", tmp_path / "store")
+
+
+@pytest.fixture
+def ours(api):
+    """Ids of anna-run's containers and volumes on the engine, to check nothing is left or created."""
+
+    def snapshot() -> set[str]:
+        containers = {c["Id"] for c in api.containers(all=True, filters={"label": "io.anna-run.run"})}
+        volumes = {v["Name"] for v in (api.volumes(filters={"label": "io.anna-run.run"}) or {}).get("Volumes") or []}
+        return containers | volumes
+
+    return snapshot
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="anna-run-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,706 @@
+"""Variables (SPEC §2): ids, sources and precedence, payload variables, templating, masking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shlex
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from anna_run.errors import ConfigError
+from anna_run.variables import (
+    MASK,
+    PAYLOAD_PATH,
+    PAYLOAD_SCAN_CHARS,
+    Masker,
+    builtin_variables,
+    is_secret_name,
+    new_suuid,
+    parse_assignments,
+    parse_env_file,
+    read_payload,
+    render,
+    render_command,
+    resolve,
+    suuid_from_digest,
+    template_names,
+)
+
+SUUID = re.compile(r"^[0-9A-Za-z]{4}(-[0-9A-Za-z]{4}){3}$")
+
+
+# -- ids -----------------------------------------------------------------------------------------
+
+
+def test_new_suuid_has_askanna_short_form_and_is_random() -> None:
+    ids = {new_suuid() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(SUUID.match(i) for i in ids)
+
+
+def test_suuid_from_digest_is_deterministic_for_raw_and_hex_digests() -> None:
+    digest = hashlib.sha256(b"same code").digest()
+    one = suuid_from_digest(digest)
+    assert SUUID.match(one)
+    assert suuid_from_digest(digest) == one
+    assert suuid_from_digest(digest.hex()) == one
+    assert suuid_from_digest("sha256:" + digest.hex()) == one
+    assert suuid_from_digest(hashlib.sha256(b"other code").digest()) != one
+
+
+# -- names, --var, --secret, --env-file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("API_KEY", True),
+        ("api_token", True),
+        ("MySecretThing", True),
+        ("DB_PASSWORD", True),
+        ("KEYRING", True),
+        ("MODEL", False),
+        ("PASSWD", False),
+        ("", False),
+    ],
+)
+def test_is_secret_name(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
+
+
+def test_parse_assignments_keeps_equals_in_value_and_last_wins() -> None:
+    items = ["A=1", "URL=https://x/?a=b=c", "EMPTY=", "A=2"]
+    assert parse_assignments(items, option="--var") == {"A": "2", "URL": "https://x/?a=b=c", "EMPTY": ""}
+
+
+@pytest.mark.parametrize("item", ["NOEQUALS", "1BAD=x", "=x", "BAD-NAME=x", "A B=x"])
+def test_parse_assignments_rejects_bad_items_naming_option_and_item(item: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_assignments(["OK=1", item], option="--var")
+    assert "--var" in str(caught.value)
+    assert item.partition("=")[0] in str(caught.value)
+
+
+def test_parse_assignments_for_secrets_never_echoes_the_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_assignments(["hunter2-the-secret"], option="--secret")
+    assert "hunter2" not in str(caught.value) and "--secret" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_assignments(["1BAD=hunter2-the-secret"], option="--secret")
+    assert "hunter2" not in str(caught.value) and "1BAD" in str(caught.value)
+
+
+def test_parse_env_file_forms(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# a comment\n"
+        "\n"
+        "PLAIN=value\n"
+        "export EXPORTED=yes\n"
+        "SPACED = around  \n"
+        "TRAILING=abc   # comment\n"
+        "HASH=a#b\n"
+        "EMPTY=\n"
+        "COMMENT_ONLY= # nothing\n"
+        "SINGLE='lit $HOME \\n \"x\"' # c\n"
+        'DOUBLE="a\\nb \\"q\\" \\\\ \\x $HOME"\n'
+        'MULTI="line1\n'
+        'line2"\n'
+        "WIN=crlf\r\n"
+        "export=is a name\n"
+    )
+    assert parse_env_file(env) == {
+        "PLAIN": "value",
+        "EXPORTED": "yes",
+        "SPACED": "around",
+        "TRAILING": "abc",
+        "HASH": "a#b",
+        "EMPTY": "",
+        "COMMENT_ONLY": "",
+        "SINGLE": 'lit $HOME \\n "x"',
+        "DOUBLE": 'a\nb "q" \\ \\x $HOME',
+        "MULTI": "line1\nline2",
+        "WIN": "crlf",
+        "export": "is a name",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("A=1\nNOT AN ASSIGNMENT\n", 2),
+        ("A=1\n\n1BAD=x\n", 3),
+        ("A=1\nB='unterminated\nC=3\n", 2),
+        ('A="x" trailing\n', 1),
+        ("export B\n", 1),
+    ],
+)
+def test_parse_env_file_errors_name_file_and_line(tmp_path: Path, text: str, line: int) -> None:
+    env = tmp_path / "vars.env"
+    env.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        parse_env_file(env)
+    assert caught.value.file == str(env)
+    assert caught.value.line == line
+    assert f"{env}:{line}" in str(caught.value)
+
+
+def test_parse_env_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        parse_env_file(tmp_path / "nope.env")
+
+
+# -- built-ins and precedence ----------------------------------------------------------------------
+
+
+def _builtins(payload_id: str | None = "PAYL-OAD0-0000-0001") -> dict[str, str]:
+    return builtin_variables(
+        token="tok",
+        run_id="RUN0-0000-0000-0001",
+        job="train",
+        project_id="PROJ-0000-0000-0001",
+        package_id="PACK-0000-0000-0001",
+        payload_id=payload_id,
+        timezone="Europe/Amsterdam",
+    )
+
+
+def test_builtin_variables_under_seed_and_askanna_names() -> None:
+    values = _builtins()
+    pairs = {
+        ("AA_TOKEN", "AA_TOKEN"): "tok",
+        ("JOBRUN_SUUID", "AA_RUN_SUUID"): "RUN0-0000-0000-0001",
+        ("JOBRUN_JOBNAME", "AA_JOB_NAME"): "train",
+        ("PROJECT_SUUID", "AA_PROJECT_SUUID"): "PROJ-0000-0000-0001",
+        ("PACKAGE_SUUID", "AA_PACKAGE_SUUID"): "PACK-0000-0000-0001",
+        ("PAYLOAD_SUUID", "AA_PAYLOAD_SUUID"): "PAYL-OAD0-0000-0001",
+        ("PAYLOAD_PATH", "AA_PAYLOAD_PATH"): PAYLOAD_PATH,
+    }
+    for (seed, askanna), expected in pairs.items():
+        assert values[seed] == values[askanna] == expected
+    assert values["TZ"] == "Europe/Amsterdam"
+    assert values["LANG"] == values["LC_ALL"] == "C.UTF-8"
+    assert values["PYTHONUNBUFFERED"] == "1"
+
+
+def test_builtin_payload_variables_are_empty_without_payload() -> None:
+    values = _builtins(payload_id=None)
+    for name in ("PAYLOAD_SUUID", "AA_PAYLOAD_SUUID", "PAYLOAD_PATH", "AA_PAYLOAD_PATH"):
+        assert values[name] == ""
+
+
+def test_resolve_precedence_each_level_beats_the_one_below() -> None:
+    layers = ["project", "env_file", "cli", "payload", "builtins"]
+    for top, layer in enumerate(layers):
+        given = {name: {"X": name} for name in layers[: top + 1]}
+        assert resolve(**given).as_dict()["X"] == layer  # type: ignore[arg-type]
+    assert resolve(cli={"X": "var"}, secrets={"X": "secret"}).as_dict()["X"] == "secret"
+    assert resolve(secrets={"X": "secret"}, payload={"X": "payload"}).as_dict()["X"] == "payload"
+
+
+def test_resolve_builtins_win_over_payload_and_order_is_stable() -> None:
+    variables = resolve(
+        project={"MODEL": "p", "B": "1"},
+        payload={"JOBRUN_SUUID": "forged", "MODEL": "payload"},
+        builtins=_builtins(),
+    )
+    values = variables.as_dict()
+    assert values["JOBRUN_SUUID"] == "RUN0-0000-0000-0001"
+    assert values["MODEL"] == "payload"
+    names = [name for name, _ in variables.values]
+    assert names == sorted(names)
+
+
+def test_secret_names_and_masked() -> None:
+    variables = resolve(
+        project={"MODEL": "linear", "API_KEY": "k-123456", "NOTE": "uses hunter2-pw inside"},
+        secrets={"DB_URL": "hunter2-pw"},
+        builtins={"AA_TOKEN": ""},
+    )
+    assert variables.secret_names == {"DB_URL", "API_KEY", "AA_TOKEN"}
+    masked = variables.masked()
+    assert masked == {
+        "AA_TOKEN": MASK,
+        "API_KEY": MASK,
+        "DB_URL": MASK,
+        "MODEL": "linear",
+        "NOTE": f"uses {MASK} inside",  # a secret value inside another value is masked as well
+    }
+    assert set(variables.secret_values()) == {"k-123456", "hunter2-pw"}  # the empty one is left out
+    assert variables.as_dict()["DB_URL"] == "hunter2-pw"  # the container gets the real value
+
+
+def test_a_payload_value_for_a_secret_name_stays_secret() -> None:
+    variables = resolve(secrets={"DB_URL": "hunter2-pw"}, payload={"DB_URL": "from-payload"})
+    assert variables.masked()["DB_URL"] == MASK
+    assert variables.masker().mask("connect from-payload") == f"connect {MASK}"
+
+
+# -- payload -------------------------------------------------------------------------------------
+
+
+def _payload(tmp_path: Path, text: str | bytes, name: str = "payload.json") -> Path:
+    path = tmp_path / name
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.write_bytes(text)
+    return path
+
+
+# Both validation paths: json in memory (the default) and ijson streaming (max_in_memory=0).
+BOTH_PATHS = pytest.mark.parametrize("max_in_memory", [16 * 2**20, 0], ids=["memory", "stream"])
+
+
+@BOTH_PATHS
+def test_payload_values_by_type(tmp_path: Path, max_in_memory: int) -> None:
+    text = (
+        '{"s": "text with \\"quotes\\" and é", "i": 42, "f": 1.50, "e": 1e5, "neg": -0.0,'
+        ' "t": true, "fa": false, "n": null, "o": {"k": [1, 2.50, "é\\n"], "x": {}},'
+        ' "a": [true, null, "v"], "big": 123456789012345678901234567890}'
+    )
+    info = read_payload(_payload(tmp_path, text), max_in_memory=max_in_memory)
+    assert info.is_object
+    assert info.warnings == ()
+    assert info.variables == (
+        ("s", 'text with "quotes" and é'),
+        ("i", "42"),
+        ("f", "1.50"),
+        ("e", "1e5"),
+        ("neg", "-0.0"),
+        ("t", "true"),
+        ("fa", "false"),
+        ("n", ""),
+        ("o", '{"k":[1,2.50,"é\\n"],"x":{}}'),
+        ("a", '[true,null,"v"]'),
+        ("big", "123456789012345678901234567890"),
+    )
+    data = text.encode()
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.size == len(data)
+
+
+def test_payload_duplicate_keys_last_wins(tmp_path: Path) -> None:
+    info = read_payload(_payload(tmp_path, '{"a": 1, "b": 2, "a": 3}'))
+    assert dict(info.variables) == {"a": "3", "b": "2"}
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("text", ["[1, 2, {\"a\": 1}]", '"a string"', "12.5", "null", "true"])
+def test_payload_not_an_object_has_no_variables(tmp_path: Path, text: str, max_in_memory: int) -> None:
+    info = read_payload(_payload(tmp_path, text), max_in_memory=max_in_memory)
+    assert (info.is_object, info.variables, info.warnings) == (False, (), ())
+
+
+def test_payload_bad_key_names_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    long_key = "K" * 129
+    text = json.dumps({"": 1, "a=b": 2, "nul\u0000key": 3, long_key: 4, "K" * 128: 5, "ok-key.x": 6})
+    info = read_payload(_payload(tmp_path, text))
+    assert dict(info.variables) == {"K" * 128: "5", "ok-key.x": "6"}
+    assert len(info.warnings) == 4
+    joined = "\n".join(info.warnings)
+    assert "''" in joined and "a=b" in joined and "nul\\x00key" in joined and "over 128" in joined
+    assert long_key not in joined  # a long name is shortened in the message
+
+
+def test_payload_value_with_nul_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    info = read_payload(_payload(tmp_path, '{"bad": "a\\u0000b", "good": "x", "nested": ["\\u0000"]}'))
+    assert dict(info.variables) == {"good": "x", "nested": '["\\u0000"]'}  # compact JSON escapes NUL
+    assert len(info.warnings) == 1 and "bad" in info.warnings[0] and "NUL" in info.warnings[0]
+
+
+def _entry_ending_at(last: int, value: str, after: str = ', "after": 1}') -> str:
+    """A payload whose entry "k" ends (its last character) at character index ``last``;
+    the padding before it is made of multi-byte characters, so bytes and characters differ."""
+    start = '{"pad": "'
+    entry = '", "k": ' + value
+    pad = last + 1 - len(start) - len(entry)
+    filler = ("é😀€" * pad)[:pad]
+    text = start + filler + entry + after
+    assert text.index(entry) + len(entry) - 1 == last
+    assert len(text.encode()) > len(text)
+    return text
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("value", ['"end"', "12345", "true", '{"x": [1]}', "null"])
+def test_payload_scan_boundary_counts_characters(tmp_path: Path, value: str, max_in_memory: int) -> None:
+    inside = read_payload(
+        _payload(tmp_path, _entry_ending_at(PAYLOAD_SCAN_CHARS - 1, value)), max_in_memory=max_in_memory
+    )
+    assert "k" in dict(inside.variables)
+    assert "after" not in dict(inside.variables)
+    crossing = read_payload(
+        _payload(tmp_path, _entry_ending_at(PAYLOAD_SCAN_CHARS, value)), max_in_memory=max_in_memory
+    )
+    assert "pad" in dict(crossing.variables)
+    assert "k" not in dict(crossing.variables)
+    assert any("'k'" in w and "10,000" in w for w in crossing.warnings)
+
+
+def test_payload_number_cut_by_the_boundary_is_not_truncated(tmp_path: Path) -> None:
+    # The first 10,000 characters end inside 123456: "1234" must not become the value.
+    text = _entry_ending_at(PAYLOAD_SCAN_CHARS + 1, "123456")
+    assert "k" not in dict(read_payload(_payload(tmp_path, text)).variables)
+
+
+def test_payload_with_100000_keys_scans_only_the_beginning(tmp_path: Path) -> None:
+    text = json.dumps({f"key{i}": i for i in range(100_000)})
+    start = time.perf_counter()
+    info = read_payload(_payload(tmp_path, text))
+    elapsed = time.perf_counter() - start
+    keys = [k for k, _ in info.variables]
+    assert keys[:2] == ["key0", "key1"]
+    last = keys[-1]
+    # The last variable's entry ends within the limit; the next one's does not.
+    end_of_last = text.index(f'"{last}": ') + len(f'"{last}": {dict(info.variables)[last]}')
+    nxt = f'"key{int(last[3:]) + 1}": {int(last[3:]) + 1}'
+    assert end_of_last <= PAYLOAD_SCAN_CHARS < text.index(nxt) + len(nxt)
+    assert elapsed < 2.0
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"a": 1', None),
+        ('{"a": 1,}', None),
+        ("{'a': 1}", None),
+        ('{"a": NaN}', None),
+        ('{"a": 1} trailing', None),
+        ("   \n  ", None),
+    ],
+)
+def test_payload_invalid_json(tmp_path: Path, text: str, reason: str | None, max_in_memory: int) -> None:
+    path = _payload(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        read_payload(path, max_in_memory=max_in_memory)
+    assert str(caught.value).startswith(f"payload {path} is not valid JSON: ")
+
+
+def test_payload_invalid_json_message_has_line_and_column(tmp_path: Path) -> None:
+    path = _payload(tmp_path, '{\n  "a": 1\n  "b": 2\n}')
+    with pytest.raises(ConfigError, match=r"is not valid JSON: Expecting ',' delimiter \(line 3, column 3\)"):
+        read_payload(path)
+
+
+@BOTH_PATHS
+def test_payload_invalid_utf8_and_bom(tmp_path: Path, max_in_memory: int) -> None:
+    path = _payload(tmp_path, b'{"a": "ok",\n "b": "\xff"}')
+    with pytest.raises(ConfigError, match="not valid JSON: .*UTF"):
+        read_payload(path, max_in_memory=max_in_memory)
+    path = _payload(tmp_path, b'\xef\xbb\xbf{"a": 1}')
+    with pytest.raises(ConfigError, match="byte order mark"):
+        read_payload(path, max_in_memory=max_in_memory)
+
+
+def test_payload_invalid_utf8_position(tmp_path: Path) -> None:
+    path = _payload(tmp_path, b'{"a": "\xc3\xa9",\n "b": "x\xff"}')
+    with pytest.raises(ConfigError, match=r"invalid UTF-8 byte 0xff \(line 2, column 9\)"):
+        read_payload(path)
+
+
+def test_payload_empty_and_missing(tmp_path: Path) -> None:
+    path = _payload(tmp_path, b"")
+    with pytest.raises(ConfigError, match=f"payload {re.escape(str(path))} is empty"):
+        read_payload(path)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_payload(tmp_path / "missing.json")
+
+
+def test_payload_nested_deeper_than_python_recursion_is_valid(tmp_path: Path) -> None:
+    info = read_payload(_payload(tmp_path, "[" * 100_000 + "]" * 100_000))
+    assert not info.is_object
+
+
+def test_big_payload_is_validated_streaming_with_little_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    item = json.dumps("x" * 1000)
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for part in ('{"name": "big", "n": 7, "data": [', ",".join([item] * 1000)):
+            digest.update(part.encode())
+            f.write(part.encode())
+        block = ("," + ",".join([item] * 1000)).encode()
+        for _ in range(50):
+            digest.update(block)
+            f.write(block)
+        digest.update(b"]}")
+        f.write(b"]}")
+    size = path.stat().st_size
+    assert size > 50_000_000
+    tracemalloc.start()
+    try:
+        info = read_payload(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * 2**20
+    assert (info.size, info.sha256) == (size, digest.hexdigest())
+    assert dict(info.variables) == {"name": "big", "n": "7"}
+    with open(path, "r+b") as f:  # one broken byte at the very end is found
+        f.seek(size - 2)
+        f.write(b"?")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_payload(path)
+
+
+# -- render ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["{{ A }}", "{{A}}", "{{   A\t}}", "{{\nA\n}}", "${A}", "x-{{ A }}-${A}-y", "{{{ A }}}"]
+)
+def test_render_both_syntaxes(text: str) -> None:
+    expected = text.replace("{{{ A }}}", "{v}")
+    for ref in ("{{ A }}", "{{A}}", "{{   A\t}}", "{{\nA\n}}", "${A}"):
+        expected = expected.replace(ref, "v")
+    assert render(text, {"A": "v"}, where="output.result") == expected
+
+
+def test_render_is_one_pass() -> None:
+    values = {"A": "${B} and {{ B }}", "B": "b"}
+    assert render("{{ A }}/${A}", values, where="x") == "${B} and {{ B }}/${B} and {{ B }}"
+
+
+def test_render_leaves_other_text_alone() -> None:
+    assert render("$A ${A:-x} {{.Id}} {{ a b }} {{ A", {"A": "v"}, where="x") == "$A ${A:-x} {{.Id}} {{ a b }} {{ A"
+
+
+@pytest.mark.parametrize("text", ["models/{{ MODLE }}.pkl", "img:${MODLE}"])
+def test_render_unknown_variable(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        render(text, {"MODEL": "x", "PAYLOAD_PATH": ""}, where="job 'train' output.result")
+    assert str(caught.value).startswith("job 'train' output.result: unknown variable ")
+    assert "MODLE" in str(caught.value)
+    assert caught.value.hint is not None and "MODEL" in caught.value.hint
+
+
+def test_template_names() -> None:
+    assert template_names("a {{ X }} ${Y} {{Z}} $W {{.Id}} ${V:-d}") == {"X", "Y", "Z"}
+
+
+# -- render_command ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("echo {{ X }}", 'echo "${X}"'),
+        ("echo {{X}}", 'echo "${X}"'),
+        ('echo "a {{ X }} b"', 'echo "a ${X} b"'),
+        ("echo 'a {{ X }} b'", "echo 'a '\"${X}\"' b'"),
+        ("echo \\'{{ X }}", "echo \\'\"${X}\""),
+        ("echo \"it's {{ X }}\"", 'echo "it\'s ${X}"'),
+        ("echo '\\' {{ X }}", "echo '\\' \"${X}\""),
+        ('echo "$(printf %s {{ X }})"', 'echo "$(printf %s "${X}")"'),
+        ("echo `printf %s {{ X }}`", 'echo `printf %s "${X}"`'),
+        ("echo ${X} $X", "echo ${X} $X"),
+        ("echo hi # it's {{ X }}\necho {{ X }}", "echo hi # it's {{ X }}\necho \"${X}\""),
+    ],
+)
+def test_render_command_text_by_quoting_context(command: str, expected: str) -> None:
+    assert render_command(command, {"X"}, where="c") == (expected, ())
+
+
+def test_render_command_unknown_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^job 'train' command 1: unknown variable \{\{ MODLE \}\}"):
+        render_command("python x.py {{ MODLE }}", {"MODEL"}, where="job 'train' command 1")
+
+
+def test_render_command_leaves_unknown_dollar_names_to_the_shell() -> None:
+    assert render_command("export OUT=1; echo ${OUT}", set(), where="c") == ("export OUT=1; echo ${OUT}", ())
+
+
+@pytest.mark.parametrize("ref", ["{{.Id}}", "{{ a b }}", "{{ X", "{{ 1X }}"])
+def test_render_command_leaves_non_references_with_a_warning(ref: str) -> None:
+    command = f"docker inspect -f '{ref}' c"
+    text, warnings = render_command(command, {"X"}, where="job 'j' command 2")
+    assert text == command
+    assert len(warnings) == 1 and warnings[0].startswith("job 'j' command 2: ")
+
+
+HOSTILE = [
+    "$(touch {marker})",
+    "`touch {marker}`",
+    '"; touch {marker} #',
+    "'; touch {marker} #",
+    "a\nb; touch {marker}\n",
+    "--option",
+    "two  words *",
+    "*",
+    "",
+    "\\'\"\\\\ ${HOME} $HOME {{ Y }}",
+    "\t lead and trail \t",
+]
+
+ARGV = "import json, sys; sys.stdout.write(json.dumps(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize(
+    ("template", "wrap"),
+    [
+        ("{{ X }}", "{}"),
+        ("{{X}}", "{}"),
+        ('"{{ X }}"', "{}"),
+        ('"pre {{ X }} post"', "pre {} post"),
+        ("'{{ X }}'", "{}"),
+        ("'pre {{ X }} post'", "pre {} post"),
+        ("pre-{{ X }}-post", "pre-{}-post"),
+        ('"$(cat <<EOF\nx\nEOF\n)"{{ X }}', "x{}"),
+        ("'it'\\''s' {{ X }}", None),
+    ],
+)
+def test_render_command_runs_in_sh_with_the_exact_value(
+    tmp_path: Path, value: str, template: str, wrap: str | None
+) -> None:
+    marker = tmp_path / "pwned"
+    value = value.replace("{marker}", shlex.quote(str(marker)))
+    (tmp_path / "file-a").touch()  # a glob in the value would match these
+    (tmp_path / "file-b").touch()
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(ARGV)} {template}"
+    text, warnings = render_command(command, {"X"}, where="c")
+    assert warnings == ()
+    assert value not in text or value in ("", "*", "--option")
+    env = {"X": value, "Y": "expanded?", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+    done = subprocess.run(["/bin/sh", "-c", text], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)
+    expected = ["it's", value] if wrap is None else [wrap.replace("{}", value)]
+    assert argv == expected
+    assert not marker.exists()
+
+
+def test_render_command_comment_quote_does_not_confuse_the_next_line(tmp_path: Path) -> None:
+    command = f"# don't panic\n{shlex.quote(sys.executable)} -c {shlex.quote(ARGV)} {{{{ X }}}}"
+    text, _ = render_command(command, {"X"}, where="c")
+    done = subprocess.run(["/bin/sh", "-c", text], env={"X": "a b"}, capture_output=True, text=True)
+    assert json.loads(done.stdout) == ["a b"]
+
+
+# -- Masker ------------------------------------------------------------------------------------------
+
+
+def test_masker_one_shot() -> None:
+    masker = Masker(["s3cr3t-value", "token1234"])
+    text = "a s3cr3t-value b token1234 c s3cr3t-value"
+    assert masker.mask(text) == f"a {MASK} b {MASK} c {MASK}"
+    assert masker.mask("nothing here") == "nothing here"
+
+
+def test_masker_overlapping_secrets_mask_fully() -> None:
+    masker = Masker(["secret", "secret-long", "abcdefgh", "efghijkl"])
+    assert masker.mask("x secret-long y") == f"x {MASK} y"
+    assert masker.mask("x secret y") == f"x {MASK} y"
+    masked = masker.mask("x abcdefghijkl y")  # the two overlap: no character of either shows
+    assert masked == f"x {MASK} y"
+    assert masker.mask("abcdefghabcdefgh") == MASK + MASK
+
+
+def _stream(masker: Masker, chunks: list[str]) -> str:
+    return "".join(masker.feed(chunk) for chunk in chunks) + masker.flush()
+
+
+def test_masker_secret_split_across_two_chunks_at_every_position() -> None:
+    secret = "hunter2-secret"
+    text = f"before {secret} after"
+    for cut in range(len(text) + 1):
+        masker = Masker([secret])
+        assert _stream(masker, [text[:cut], text[cut:]]) == f"before {MASK} after", cut
+
+
+def test_masker_secret_split_across_three_chunks_at_every_position() -> None:
+    secret = "hunter2-secret"
+    start = len("before ")
+    text = f"before {secret} after"
+    for first in range(start, start + len(secret) + 1):
+        for second in range(first, start + len(secret) + 1):
+            masker = Masker([secret])
+            chunks = [text[:first], text[first:second], text[second:]]
+            assert _stream(masker, chunks) == f"before {MASK} after", (first, second)
+
+
+def test_masker_character_by_character_with_overlaps() -> None:
+    masker = Masker(["abcdefgh", "efghijkl", "ghij-longer-one"])
+    text = "x abcdefghijkl y ghij-longer-one z abcd efgh"
+    assert _stream(masker, list(text)) == masker.mask(text) == f"x {MASK} y {MASK} z abcd efgh"
+
+
+def test_masker_stream_equals_one_shot_on_random_splits() -> None:
+    rng = random.Random(7)
+    secrets = ["abab", "babba", "abba-abba", "xyzxyz", "zzzz"]
+    for _ in range(500):
+        text = "".join(rng.choice("abxyz-") for _ in range(rng.randint(0, 60)))
+        text = text.replace("-", rng.choice(secrets))
+        cuts = sorted(rng.randint(0, len(text)) for _ in range(rng.randint(0, 4)))
+        chunks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)])]
+        masker = Masker(secrets)
+        assert _stream(masker, chunks) == masker.mask(text), (text, cuts)
+        assert not any(s in masker.mask(text) for s in secrets)
+
+
+def test_masker_holds_back_only_what_could_start_a_secret() -> None:
+    masker = Masker(["topsecret"])
+    assert masker.feed("hello world\n") == "hello world\n"  # nothing held: no secret starts so
+    assert masker.feed("value: top") == "value: "  # "top" may be the start of the secret
+    assert masker.feed("ping") == "topping"
+    assert masker.feed("x tops") == "x "
+    assert masker.feed("ecret!") == f"{MASK}!"
+    assert masker.feed("and top") == "and "
+    assert masker.flush() == "top"
+    assert masker.flush() == ""
+
+
+def test_masker_hold_back_is_bounded() -> None:
+    masker = Masker(["aaaaaaaaaa"])
+    emitted = masker.feed("a" * 9)
+    assert emitted == ""
+    # A run of a's is overlapping copies of the secret: one mask, emitted as soon as it starts.
+    assert masker.feed("b" + "a" * 100) == "a" * 9 + "b" + MASK
+    assert masker.feed("a" * 5 + "c") == "c"  # still inside the same mask
+    assert masker.flush() == ""
+
+
+def test_masker_without_secrets_is_a_pass_through() -> None:
+    masker = Masker([])
+    chunk = "anything " * 10
+    assert masker.feed(chunk) is chunk
+    assert masker.flush() == ""
+    assert Masker(["", "ab"]).feed("ab abc") == "ab abc"
+
+
+def test_masker_short_secrets_are_reported_not_masked() -> None:
+    masker = Masker(["abc", "", "1", "abcd", "abc"])
+    assert masker.too_short == ("abc", "1")
+    assert masker.mask("abc abcd 1") == f"abc {MASK} 1"
+
+
+def test_masker_multi_line_secret_masked_whole_and_by_line() -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\nab\n-----END KEY-----"
+    masker = Masker([key])
+    assert masker.mask(f"key:\n{key}\nend") == f"key:\n{MASK}\nend"
+    assert masker.mask("line MIIEvQIBADANBgkq only") == f"line {MASK} only"
+    assert masker.mask("ab stays") == "ab stays"  # a line too short to mask on its own
+    crlf = key.replace("\n", "\r\n")
+    assert "MIIEvQIBADANBgkq" not in Masker([crlf]).mask(f"x {crlf} y")
+
+
+def test_masker_is_fast_on_big_logs() -> None:
+    masker = Masker(["hunter2-secret", "ghp_0123456789abcdef", "AKIA0000EXAMPLE"])
+    line = "INFO 2024-01-01 12:00:00 epoch 12 loss=0.1234 acc=0.98 lr=1e-4 training step ok\n"
+    chunk = line * (64 * 1024 // len(line)) + "token ghp_0123456789abcdef used\n"
+    start = time.perf_counter()
+    out = [masker.feed(chunk) for _ in range(320)]  # ~20 MB
+    out.append(masker.flush())
+    elapsed = time.perf_counter() - start
+    assert "ghp_" not in "".join(out)
+    assert elapsed < 5.0
