@@ -115,6 +115,10 @@ def run_cmd(
         memory=memory, gpus=gpus, network=network, keep=keep, name=name, description=description,
         token=os.environ.get("AA_TOKEN", ""),
     )
+    import signal
+
+    # SIGTERM (a service manager, `kill`) stops the run like Ctrl-C: recorded, container removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     reporter = _reporter()
     if quiet:
         reporter.quiet = True
@@ -123,6 +127,10 @@ def run_cmd(
         _print_json(record.to_dict())
     _say(_summary(record))
     raise typer.Exit(exit_code_for(record))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(record) -> str:

@@ -79,6 +79,7 @@ class LogSink:
             self._written += len(text)
             self._files["log"].write(text)
             self._files[stream].write(text)
+            self._files["log"].flush()  # `logs -f` reads the file while the run goes on
             if self.truncated:
                 note = f"\n[anna-run] log truncated: the stored log keeps the first {self.limit} bytes\n"
                 self._files["log"].write(note)

@@ -42,7 +42,14 @@ from .variables import (
     template_names,
 )
 
-GRACE_S = 10.0
+
+
+def grace_s() -> float:
+    """Seconds between SIGTERM and SIGKILL when a run is stopped."""
+    try:
+        return max(0.0, float(os.environ.get("ANNA_RUN_GRACE", "10")))
+    except ValueError:
+        return 10.0
 
 
 @dataclass(frozen=True)
@@ -437,17 +444,13 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
                 sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
             reporter.step_done("copy")
             reporter.step_started("run", f"{prepared.job.name} in {rendered.image}")
-            outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=GRACE_S)
+            outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=grace_s())
             sink.close()
             status_text = sandbox.read_file(STATUS_PATH).decode(errors="replace")
-            reporter.step_started("collect", "result and artifacts")
-            collected = collect(
-                sandbox,
-                run_dir,
-                result=rendered.result,
-                artifacts=rendered.artifacts,
-                progress=None,
-            )
+            collected = None
+            if not outcome.cancelled:
+                reporter.step_started("collect", "result and artifacts")
+                collected = collect(sandbox, run_dir, result=rendered.result, artifacts=rendered.artifacts)
     finally:
         sink.close()
     statuses = parse_status(status_text, len(prepared.job.commands), outcome.exit_code)
@@ -455,13 +458,13 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
         CommandResult(command=c.command, exit_code=s.exit_code, duration_s=s.duration_s)
         for c, s in zip(record.commands, statuses, strict=True)
     )
-    status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
     if outcome.cancelled:
         _finish(
             store, record, status="cancelled", reason="cancelled by the user", commands=commands,
             exit_code=outcome.exit_code, duration=time.monotonic() - started, sink=sink, collected=collected,
         )
         raise Cancelled("cancelled; the container was stopped and removed")
+    status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
     return _finish(
         store, record, status=status, reason=reason, commands=commands, exit_code=exit_code,
         duration=time.monotonic() - started, sink=sink, collected=collected,

@@ -208,6 +208,7 @@ _HEAD_BYTES = 4 * (PAYLOAD_SCAN_CHARS + 1)
 
 
 _FEED_SLICE = 64 * 2**10
+_MAX_NUMBER = _FEED_SLICE
 
 
 def read_payload(path: Path, *, max_in_memory: int = 16 * 2**20) -> PayloadInfo:
@@ -316,7 +317,13 @@ def _ijson_backend() -> ModuleType:
 
 
 class _StreamCheck:
-    """Validates JSON fed chunk by chunk; holds the parser's state, never the document."""
+    """Validates JSON fed chunk by chunk; holds the parser's state, never the document.
+
+    yajl copies the buffered part of an unfinished token on every send, so a string that runs
+    over many chunks (a base64 blob of 200 MB) would cost time quadratic in its length and
+    memory the size of it. Such a string never reaches the parser: :class:`_LongString`
+    checks its body piece by piece, and the parser gets ``""`` in its place.
+    """
 
     def __init__(self, path: Path) -> None:
         import ijson
@@ -324,15 +331,45 @@ class _StreamCheck:
         self._path = path
         self._events = ijson.sendable_list()
         self._parser = _ijson_backend().basic_parse_coro(self._events)
+        self._string: _LongString | None = None  # the string the last slice ended in
 
     def feed(self, chunk: bytes) -> None:
         # Small slices: the events of one slice are all held at once before being dropped.
         for start in range(0, len(chunk), _FEED_SLICE):
-            with self._errors():
-                self._parser.send(chunk[start : start + _FEED_SLICE])
-            self._events.clear()
+            self._feed_slice(chunk[start : start + _FEED_SLICE])
+
+    def _feed_slice(self, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            if self._string is not None:
+                pos, problem = self._string.feed(data, pos)
+                if problem:
+                    raise _invalid(self._path, problem)
+                if pos < 0:  # the string goes on in the next slice
+                    return
+                self._send(b'""')
+                self._string = None
+                continue
+            start = _open_string_start(data, pos)
+            if start == len(data) >= _MAX_NUMBER and not data.translate(None, b"0123456789+-.eE"):
+                # A number that fills a whole slice: not worth yajl's quadratic buffering.
+                raise _invalid(self._path, f"a number of more than {_MAX_NUMBER:,} characters")
+            self._send(data[pos:start])
+            if start < len(data):
+                self._string, pos = _LongString(), start + 1
+            else:
+                pos = start
+
+    def _send(self, data: bytes) -> None:
+        if not data:
+            return  # ijson takes an empty send for the end of the input
+        with self._errors():
+            self._parser.send(data)
+        self._events.clear()
 
     def close(self) -> None:
+        if self._string is not None:
+            raise _invalid(self._path, "it ends inside a string")
         with self._errors():
             self._parser.close()
 
@@ -344,9 +381,84 @@ class _StreamCheck:
             yield
         except ijson.JSONError as exc:
             raise _invalid(self._path, _parser_reason(exc)) from None
+        except UnicodeDecodeError:  # yajl lets some invalid UTF-8 through to ijson's decoding
+            raise _invalid(self._path, "invalid UTF-8 inside a string") from None
         except (ValueError, SystemError) as exc:
-            # ijson converts numbers; one past Python's int-conversion limit lands here.
-            raise _invalid(self._path, f"cannot be checked: {str(exc).splitlines()[0]}") from None
+            # ijson converts numbers to int: one over Python's digit limit (4300) fails, as a
+            # ValueError, or a SystemError wrapping it.
+            cause = exc.__cause__ or exc.__context__ or exc
+            raise _invalid(self._path, f"cannot be checked: {str(cause).split(';')[0]}") from None
+
+
+_BACKSLASHES_QUOTE = re.compile(rb'\\+"')
+_VALID_ESCAPE = re.compile(rb'\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4})')
+_PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9A-Fa-f]{0,3})?")
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+
+
+def _escaped(data: bytes, quote: int) -> bool:
+    """Whether the quote at ``quote`` follows an odd run of backslashes."""
+    run = 0
+    while quote - run > 0 and data[quote - run - 1] == 0x5C:
+        run += 1
+    return run % 2 == 1
+
+
+def _open_string_start(data: bytes, pos: int) -> int:
+    """Where the string starts (its opening quote) that ``data[pos:]`` ends in, else ``len(data)``.
+
+    ``pos`` is outside any string. Backslashes occur only inside strings, so an odd number of
+    unescaped quotes means the last one opens a string that goes on past the end.
+    """
+    quotes = data.count(b'"', pos)
+    if quotes and data.find(b'\\"', pos) >= 0:
+        # A run of backslashes plus its quote has an even length when the quote is escaped.
+        quotes -= sum(1 for run in _BACKSLASHES_QUOTE.finditer(data, pos) if len(run.group()) % 2 == 0)
+    if quotes % 2 == 0:
+        return len(data)
+    quote = data.rfind(b'"', pos)
+    while quote >= 0 and _escaped(data, quote):
+        quote = data.rfind(b'"', pos, quote)
+    return quote if quote >= 0 else len(data)
+
+
+def _cut_off_escape(body: bytes) -> int:
+    """Where an escape sequence cut off by the end of ``body`` starts, else ``len(body)``."""
+    start = body.rfind(b"\\", max(0, len(body) - 5))  # "\\uXXX" is the longest cut-off one
+    if start >= 0 and _PARTIAL_ESCAPE.fullmatch(body, start) and not _escaped(body, start):
+        return start
+    return len(body)
+
+
+class _LongString:
+    """Checks the body of a string piece by piece, as yajl would: no control characters,
+    valid escapes, valid UTF-8 — also where an escape or a character is cut by a piece's end."""
+
+    def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._escape = b""  # an escape sequence cut off at the end of the last piece
+
+    def feed(self, data: bytes, pos: int) -> tuple[int, str | None]:
+        """Check ``data[pos:]`` up to the closing quote. Returns the index after the closing
+        quote, or -1 when the string goes on, and what is wrong, or None."""
+        carried = len(self._escape)
+        text = self._escape + data[pos:]
+        end = text.find(b'"')
+        while end >= 0 and _escaped(text, end):
+            end = text.find(b'"', end + 1)
+        final = end >= 0
+        body = text[:end] if final else text
+        if _CONTROL.search(body):
+            return -1, "a control character (below U+0020) inside a string"
+        try:
+            self._utf8.decode(body[carried:], final)
+        except UnicodeDecodeError:
+            return -1, "invalid UTF-8 inside a string"
+        cut = len(body) if final else _cut_off_escape(body)
+        self._escape = body[cut:]  # ASCII and decoded already; only its escape is checked again
+        if b"\\" in body and b"\\" in _VALID_ESCAPE.sub(b"", body[:cut]):
+            return -1, "an invalid escape (backslash) sequence inside a string"
+        return (pos + end - carried + 1 if final else -1), None
 
 
 _YAJL_REASON = re.compile(r"(?:parse|lexical) error: ([^\n\\]*)")

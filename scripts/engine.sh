@@ -65,7 +65,7 @@ stop_process() {
 }
 
 cmd_up() {
-    local pid deadline
+    local pid
     if engine_answers; then
         if pid=$(our_pid); then
             say "engine: ours is running (dockerd pid $pid)"

@@ -1,0 +1,123 @@
+"""Reading commands, the local store and several anna-run processes at once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+
+BB = "anna-run/busybox:latest"
+
+
+def _project(env):
+    return env.project(f"""
+        environment: {{image: {BB}}}
+        ok:
+          job: ['echo "line one"', 'mkdir -p out && echo 42 > out/r.txt']
+          output: {{result: out/r.txt}}
+        bad: {{job: [exit 3]}}
+        """)
+
+
+def test_runs_show_logs_result_json(env, busybox):
+    _project(env)
+    assert env.run("ok", "--network", "none", "--name", "first", "--description", "a try").returncode == 0
+    assert env.run("bad", "--network", "none").returncode == 3
+    runs = json.loads(env.run("runs", "--json").stdout)
+    assert [r["job"] for r in runs] == ["bad", "ok"]  # newest first
+    assert runs[1]["name"] == "first" and runs[1]["description"] == "a try"
+    assert [r["job"] for r in json.loads(env.run("runs", "--json", "--status", "failed").stdout)] == ["bad"]
+    assert [r["job"] for r in json.loads(env.run("runs", "--json", "--job", "ok").stdout)] == ["ok"]
+    table = env.run("runs").stdout
+    assert "ID" in table and runs[0]["id"] in table
+    ok_id = runs[1]["id"]
+    shown = json.loads(env.run("show", ok_id[:9], "--json").stdout)
+    assert shown["id"] == ok_id
+    assert "line one" in env.run("logs", ok_id).stdout
+    assert env.run("logs", ok_id, "--stream", "stderr").stdout == ""
+    assert env.run("result", ok_id).stdout == "42\n"
+    out_file = env.root.parent / "r.txt"
+    assert env.run("result", ok_id, "-o", str(out_file)).returncode == 0
+    assert out_file.read_text() == "42\n"
+    missing = env.run("show", "zzzz-nope")
+    assert missing.returncode == 1 and "no run" in missing.stderr
+    assert env.run("result", runs[0]["id"]).returncode == 1
+
+
+def test_project_found_upward_and_by_flag(env, busybox, tmp_path):
+    _project(env)
+    sub = env.root / "deep" / "er"
+    sub.mkdir(parents=True)
+    assert env.run("ok", "--network", "none", cwd=sub).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert env.run("ok", "--network", "none", "--project", str(env.root), cwd=elsewhere).returncode == 0
+    assert len(json.loads(env.run("runs", "--json", cwd=sub).stdout)) == 2
+    assert env.run("runs", "--json", cwd=elsewhere).returncode == 0
+
+
+def test_job_named_like_a_command(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        logs: {{job: [echo from-logs-job]}}
+        """)
+    res = env.run("run", "logs", "--network", "none")
+    assert res.returncode == 0 and "from-logs-job" in res.stdout
+
+
+def test_logs_follow_shows_lines_while_running(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        slow: {{job: ['echo first-line; sleep 3; echo last-line']}}
+        """)
+    proc = env.popen("slow", "--network", "none")
+    try:
+        deadline = time.monotonic() + 20
+        while not env.records() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        follower = subprocess.Popen(env.cmd("logs", "-f"), cwd=env.root, env=env.environ(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while (line := follower.stdout.readline()) and line != b"first-line\n":
+            pass
+        assert line == b"first-line\n"
+        assert proc.poll() is None  # the run is still going
+        rest, _ = follower.communicate(timeout=30)
+        assert b"last-line" in rest and follower.returncode == 0
+    finally:
+        proc.wait(30)
+
+
+def test_stored_log_is_capped_with_a_note(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        flood: {{job: ['yes 0123456789abcdef | head -c 3000000']}}
+        """)
+    res = env.run("flood", "--network", "none", "-q", ANNA_RUN_LOG_LIMIT="100000")
+    assert res.returncode == 0
+    rec = env.last()
+    log = (env.run_dir(rec["id"]) / "log.txt").read_text()
+    assert rec["log_truncated"] is True and len(log) < 101_000 and "log truncated" in log
+
+
+def test_parallel_runs_into_one_store(env, busybox):
+    _project(env)
+    procs = [env.popen("ok", "--network", "none") for _ in range(6)]
+    codes = [p.wait(120) for p in procs]
+    assert codes == [0] * 6
+    runs = json.loads(env.run("runs", "--json").stdout)
+    assert len(runs) == 6 and len({r["id"] for r in runs}) == 6
+    assert all(r["status"] == "succeeded" for r in runs)
+
+
+def test_index_rebuilds_from_records(env, busybox):
+    _project(env)
+    assert env.run("ok", "--network", "none").returncode == 0
+    (env.store / "index.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (env.store / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    assert len(json.loads(env.run("runs", "--json").stdout)) == 1
+    db = sqlite3.connect(env.store / "index.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    res = env.run("runs", "--reindex")
+    assert res.returncode == 0 and "reindexed 1" in res.stderr
