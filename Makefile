@@ -59,7 +59,9 @@ test: venv
 demo: venv
 	bash scripts/with-engine.sh bash -c 'bash scripts/images.sh python && cd examples/train \
 		&& $(VENV_BIN)/anna-run train --payload payload.json \
-		&& $(VENV_BIN)/anna-run runs --limit 1'
+		&& echo "--- the result (anna-run result):" && $(VENV_BIN)/anna-run result \
+		&& echo "--- the run (anna-run show):" && $(VENV_BIN)/anna-run show \
+		&& echo "--- stored in: $${ANNA_RUN_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/anna-run}"'
 
 bench: venv
 	@if [ -d bench ]; then \

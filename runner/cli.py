@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
-COMMANDS = ("run", "jobs", "validate", "schema", "runs", "show", "logs", "result", "artifact", "gc")
+COMMANDS = ("run", "jobs", "validate", "schema", "runs", "show", "logs", "result", "artifact", "gc", "_detached")
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", help="Project folder (default: search upward).")]
 StoreOpt = Annotated[
@@ -103,6 +103,7 @@ def run_cmd(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
     description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Validate, print the run id, run in the background.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
 ) -> None:
@@ -115,6 +116,9 @@ def run_cmd(
         memory=memory, gpus=gpus, network=network, keep=keep, name=name, description=description,
         token=os.environ.get("AA_TOKEN", ""),
     )
+    if detach:
+        _detach(request)
+        return
     import signal
 
     # SIGTERM (a service manager, `kill`) stops the run like Ctrl-C: recorded, container removed.
@@ -126,6 +130,64 @@ def run_cmd(
     if json_out:
         _print_json(record.to_dict())
     _say(_summary(record))
+    raise typer.Exit(exit_code_for(record))
+
+
+def _detach(request) -> None:
+    """Validate here (a config error is still exit 2), then hand the run to a process of its own
+    session that outlives this one; its own output goes to runner.log beside the run."""
+    import dataclasses
+    import subprocess
+
+    from .progress import PlainReporter
+    from .run import prepare, queued_record
+    from .store.base import open_store
+    from .variables import new_suuid
+
+    request = dataclasses.replace(request, run_id=new_suuid())
+    prepared = prepare(request, PlainReporter())
+    payload = request.payload
+    if payload == "-" and prepared.payload_file is not None:
+        payload = str(prepared.payload_file)  # the child removes this copy of stdin when done
+    store = open_store(request.store)
+    run_dir = store.run_dir(request.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.save_record(queued_record(prepared))
+    fields = dataclasses.asdict(dataclasses.replace(request, payload=payload))
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()}
+    fields["env_files"] = [str(p) for p in request.env_files]
+    fields["temp_payload"] = str(prepared.payload_file) if request.payload == "-" else None
+    with open(run_dir / "runner.log", "ab") as log:
+        # The request (secrets included) goes through a pipe, not the environment or argv,
+        # where other processes could read it.
+        child = subprocess.Popen(
+            [sys.executable, "-m", "anna_run.cli", "_detached"],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True, cwd=os.getcwd(),
+        )
+        child.stdin.write(json.dumps(fields).encode())
+        child.stdin.close()
+    typer.echo(request.run_id)
+
+
+@app.command("_detached", hidden=True)
+@handled
+def detached_cmd() -> None:
+    """The background half of `run --detach`."""
+    from .progress import PlainReporter
+    from .run import RunRequest, exit_code_for, run_job
+
+    fields = json.loads(sys.stdin.read())
+    temp_payload = fields.pop("temp_payload", None)
+    for key in ("project",):
+        fields[key] = Path(fields[key]) if fields.get(key) else None
+    fields["env_files"] = tuple(Path(p) for p in fields.get("env_files") or ())
+    fields["variables"] = tuple(fields.get("variables") or ())
+    fields["secrets"] = tuple(fields.get("secrets") or ())
+    try:
+        record = run_job(RunRequest(**fields), PlainReporter())
+    finally:
+        if temp_payload:
+            shutil.rmtree(Path(temp_payload).parent, ignore_errors=True)
     raise typer.Exit(exit_code_for(record))
 
 
@@ -209,7 +271,7 @@ def runs_cmd(
     if reindex:
         _say(f"reindexed {st.reindex()} run(s)")
     project_id = None if all_projects else _project_id_or_none(project)
-    records = st.list_runs(project=project_id, job=job, status=status, limit=limit)
+    records = _notice_lost(st, st.list_runs(project=project_id, job=job, status=status, limit=limit))
     if json_out:
         _print_json([r.to_dict() for r in records])
         return
@@ -244,16 +306,25 @@ def _project_id_or_none(project: Path | None) -> str | None:
         return None
 
 
+def _notice_lost(st, records: list) -> list:
+    """A run still `running` whose anna-run died is recorded failed (runner lost) when seen."""
+    if not any(r.status == "running" for r in records):
+        return records
+    from .orphans import mark_lost
+
+    return [mark_lost(st, r) if r.status == "running" else r for r in records]
+
+
 def _record(store: str | None, run: str | None, project: Path | None = None):
     st = _store(store)
     if run:
-        return st, st.get(run)
+        return st, _notice_lost(st, [st.get(run)])[0]
     from .errors import NotFound
 
     latest = st.list_runs(project=_project_id_or_none(project), limit=1)
     if not latest:
         raise NotFound("no runs yet", hint="run a job first: anna-run JOB")
-    return st, latest[0]
+    return st, _notice_lost(st, latest)[0]
 
 
 @app.command("show")

@@ -9,13 +9,28 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AnnaRunError
 from .record import RunRecord, now_iso
-from .run import process_start
 from .sandbox import LABEL
 
 if TYPE_CHECKING:
     import docker
 
     from .store.base import Store
+
+
+def runner_identity() -> str:
+    """host:pid:start — enough to tell later whether the process that owns a run still lives."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start(pid)}"
+
+
+def process_start(pid: int) -> str:
+    """The start time of a process in clock ticks since boot: with the pid, it names the process
+    for sure (a recycled pid has another start time)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
 
 
 def runner_alive(runner: str | None) -> bool:
@@ -37,7 +52,7 @@ def runner_alive(runner: str | None) -> bool:
 
 def mark_lost(store: Store, record: RunRecord) -> RunRecord:
     """A run left `running` by a dead anna-run: recorded failed, reason runner lost."""
-    if record.is_final or runner_alive(record.runner):
+    if record.status != "running" or runner_alive(record.runner):
         return record
     lost = record.evolve(status="failed", reason="runner lost", finished_at=now_iso(), runner=None)
     store.save_record(lost)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
+from .orphans import runner_identity
 from .progress import Reporter
 from .project import Job, Project, check_relative_path, find_project_file, load_project, parse_duration, parse_memory
 from .record import BlobRef, CommandResult, RunRecord, now_iso
@@ -74,6 +75,7 @@ class RunRequest:
     name: str | None = None
     description: str | None = None
     token: str = ""
+    run_id: str | None = None  # set when the id must be known before the run (--detach)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
         "secrets": parse_assignments(request.secrets, option="--secret"),
         "payload": dict(payload.variables) if payload else {},
     }
-    run_id = new_suuid()
+    run_id = request.run_id or new_suuid()
     known = set().union(*user_vars.values()) | set(_builtins_probe(run_id))
     shell_commands = []
     for i, command in enumerate(job.commands):
@@ -383,23 +385,25 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
     )
 
 
+def queued_record(prepared: Prepared) -> RunRecord:
+    """The record of a run accepted but not started (``--detach``; runner hosts later)."""
+    return RunRecord(
+        id=prepared.run_id,
+        job=prepared.job.name,
+        project=prepared.project_id,
+        project_root=str(prepared.project.root),
+        status="queued",
+        created_at=now_iso(),
+        name=prepared.request.name,
+        description=prepared.request.description,
+        host=socket.gethostname(),
+        runner_version=__version__,
+    )
+
+
 def _echoes(job: Job, variables: Variables) -> list[str]:
     masker = variables.masker()
     return [masker.mask(command) for command in job.commands]
-
-
-def runner_identity() -> str:
-    """host:pid:start — enough to tell later whether the process that owns a run still lives."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{process_start(pid)}"
-
-
-def process_start(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "?"
 
 
 def _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter) -> RunRecord:

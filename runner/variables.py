@@ -194,8 +194,8 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-# Numbers as text: validation never converts them (a 5,000-digit integer is valid JSON but
-# over Python's int-conversion limit), and payload variables keep them as written.
+# Numbers kept as written, also inside objects and arrays, and never converted (a 5,000-digit
+# integer is valid JSON but over Python's int-conversion limit).
 _DECODER = json.JSONDecoder(parse_float=_Number, parse_int=_Number, parse_constant=_reject_constant)
 _WS = re.compile(r"[ \t\n\r]*")
 _BOMS = (
@@ -205,10 +205,8 @@ _BOMS = (
 )
 # Enough bytes for PAYLOAD_SCAN_CHARS + 1 characters of up to 4 bytes each.
 _HEAD_BYTES = 4 * (PAYLOAD_SCAN_CHARS + 1)
-
-
-_FEED_SLICE = 64 * 2**10
-_MAX_NUMBER = _FEED_SLICE
+_FEED_SLICE = 64 * 2**10  # bytes the streaming parser gets at once
+_MAX_NUMBER = 64 * 2**10  # characters of a number in a streamed payload
 
 
 def read_payload(path: Path, *, max_in_memory: int = 16 * 2**20) -> PayloadInfo:
@@ -320,9 +318,10 @@ class _StreamCheck:
     """Validates JSON fed chunk by chunk; holds the parser's state, never the document.
 
     yajl copies the buffered part of an unfinished token on every send, so a string that runs
-    over many chunks (a base64 blob of 200 MB) would cost time quadratic in its length and
-    memory the size of it. Such a string never reaches the parser: :class:`_LongString`
-    checks its body piece by piece, and the parser gets ``""`` in its place.
+    over many slices (a base64 blob of 200 MB) would cost time quadratic in its length and
+    memory the size of it. So a string that does not end in the slice it starts in never
+    reaches the parser: :class:`_LongString` checks its body piece by piece, and the parser
+    gets ``""`` in its place.
     """
 
     def __init__(self, path: Path) -> None:
@@ -394,12 +393,13 @@ _BACKSLASHES_QUOTE = re.compile(rb'\\+"')
 _VALID_ESCAPE = re.compile(rb'\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4})')
 _PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9A-Fa-f]{0,3})?")
 _CONTROL = re.compile(rb"[\x00-\x1f]")
+_UNESCAPED_QUOTE = re.compile(rb'(?<!\\)(?:\\\\)*"')
 
 
-def _escaped(data: bytes, quote: int) -> bool:
-    """Whether the quote at ``quote`` follows an odd run of backslashes."""
+def _escaped(data: bytes, index: int) -> bool:
+    """Whether the character at ``index`` follows an odd run of backslashes."""
     run = 0
-    while quote - run > 0 and data[quote - run - 1] == 0x5C:
+    while index - run > 0 and data[index - run - 1] == 0x5C:
         run += 1
     return run % 2 == 1
 
@@ -444,8 +444,9 @@ class _LongString:
         carried = len(self._escape)
         text = self._escape + data[pos:]
         end = text.find(b'"')
-        while end >= 0 and _escaped(text, end):
-            end = text.find(b'"', end + 1)
+        if end >= 0 and _escaped(text, end):  # JSON inside a string: many \" to go past, in C
+            found = _UNESCAPED_QUOTE.search(text, end)
+            end = found.end() - 1 if found else -1
         final = end >= 0
         body = text[:end] if final else text
         if _CONTROL.search(body):
@@ -715,7 +716,9 @@ def render(text: str, variables: Mapping[str, str], *, where: str) -> str:
 
 # How "{{ NAME }}" becomes one shell word holding exactly the value, by quoting context.
 # Inside single quotes: close them, expand inside double quotes, reopen.
-_EXPANSION = {"'": "'\"${%s}\"'", '"': "${%s}"}
+# In arithmetic ($(( ))) quotes are an error and words are not split: no quotes.
+_EXPANSION = {"'": "'\"${%s}\"'", '"': "${%s}", "$((": "${%s}", "((": "${%s}"}
+_ARITHMETIC = frozenset(("$((", "(("))
 _UNQUOTED_EXPANSION = '"${%s}"'
 _WORD_START = frozenset(" \t\n;&|()<>")
 
@@ -776,9 +779,10 @@ def _lex(command: str, i: int, stack: list[str]) -> int:
         return 1  # no escapes inside single quotes
     if char == "\\":
         return 2
-    if command.startswith("$(", i):
-        stack.append("$(")
-        return 2
+    for opener in ("$((", "$("):
+        if command.startswith(opener, i):
+            stack.append(opener)
+            return len(opener)
     if char == "`":
         if context == "`":
             stack.pop()
@@ -789,7 +793,26 @@ def _lex(command: str, i: int, stack: list[str]) -> int:
         if char == '"':
             stack.pop()
         return 1
-    # Unquoted: the top level, or inside $( ) or backquotes.
+    if context in _ARITHMETIC:
+        return _lex_arithmetic(command, i, stack)
+    return _lex_unquoted(command, i, stack)
+
+
+def _lex_arithmetic(command: str, i: int, stack: list[str]) -> int:
+    """Inside ``$(( ))``: only parentheses matter; ``))`` ends it."""
+    if command[i] == "(":
+        stack.append("((")
+    elif command[i] == ")" and stack[-1] == "((":
+        stack.pop()
+    elif command.startswith("))", i):
+        stack.pop()
+        return 2
+    return 1
+
+
+def _lex_unquoted(command: str, i: int, stack: list[str]) -> int:
+    """The top level, or inside ``$( )`` or backquotes."""
+    context, char = stack[-1], command[i]
     if char in ("'", '"'):
         stack.append(char)
     elif char == "(" and context == "$(":

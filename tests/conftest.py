@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "anna-run/busybox:latest"
 PYTHON = "anna-run/python:3.11"

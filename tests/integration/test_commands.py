@@ -121,3 +121,30 @@ def test_index_rebuilds_from_records(env, busybox):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     res = env.run("runs", "--reindex")
     assert res.returncode == 0 and "reindexed 1" in res.stderr
+
+
+def test_detach_returns_at_once_and_the_run_completes(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        bg: {{job: ['sleep 1; echo "x=$X"']}}
+        """)
+    start = time.monotonic()
+    res = env.run("bg", "--detach", "--payload", "-", "--network", "none", input='{"X": "from-stdin"}')
+    assert res.returncode == 0, res.output
+    assert time.monotonic() - start < 5
+    run_id = res.stdout.strip()
+    assert json.loads(env.run("show", run_id, "--json").stdout)["status"] in ("queued", "running")
+    follow = env.run("logs", "-f", run_id, timeout=60)
+    assert "x=from-stdin" in follow.stdout
+    assert json.loads(env.run("show", run_id, "--json").stdout)["status"] == "succeeded"
+
+
+def test_detach_still_validates(env, ours):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        bg: {{job: ['echo {{{{ MISSING }}}}']}}
+        """)
+    before = ours()
+    res = env.run("bg", "--detach")
+    assert res.returncode == 2 and "MISSING" in res.stderr and res.stdout == ""
+    assert ours() == before

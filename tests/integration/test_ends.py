@@ -187,6 +187,9 @@ def test_killed_runner_is_noticed_and_gc_removes_its_container(env, busybox, api
     proc.wait(10)
     rec = env.records()[0]
     assert rec["status"] == "running"
+    # The next command notices the orphaned run.
+    noticed = json.loads(env.run("runs", "--json").stdout)[0]
+    assert noticed["status"] == "failed" and noticed["reason"] == "runner lost"
     # Someone else's container without our labels must survive gc.
     other = api.create_container(BB, command=["sleep", "1"], labels={"not-ours": "1"})["Id"]
     try:

@@ -7,14 +7,15 @@ import json
 import random
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+import anna_run.variables as variables_module
 import pytest
-
 from anna_run.errors import ConfigError
 from anna_run.variables import (
     MASK,
@@ -294,7 +295,7 @@ def test_payload_duplicate_keys_last_wins(tmp_path: Path) -> None:
 
 
 @BOTH_PATHS
-@pytest.mark.parametrize("text", ["[1, 2, {\"a\": 1}]", '"a string"', "12.5", "null", "true"])
+@pytest.mark.parametrize("text", ['[1, 2, {"a": 1}]', '"a string"', "12.5", "null", "true"])
 def test_payload_not_an_object_has_no_variables(tmp_path: Path, text: str, max_in_memory: int) -> None:
     info = read_payload(_payload(tmp_path, text), max_in_memory=max_in_memory)
     assert (info.is_object, info.variables, info.warnings) == (False, (), ())
@@ -395,7 +396,7 @@ def test_payload_invalid_json_message_has_line_and_column(tmp_path: Path) -> Non
 @BOTH_PATHS
 def test_payload_invalid_utf8_and_bom(tmp_path: Path, max_in_memory: int) -> None:
     path = _payload(tmp_path, b'{"a": "ok",\n "b": "\xff"}')
-    with pytest.raises(ConfigError, match="not valid JSON: .*UTF"):
+    with pytest.raises(ConfigError, match=r"not valid JSON: .*UTF"):
         read_payload(path, max_in_memory=max_in_memory)
     path = _payload(tmp_path, b'\xef\xbb\xbf{"a": 1}')
     with pytest.raises(ConfigError, match="byte order mark"):
@@ -453,6 +454,122 @@ def test_big_payload_is_validated_streaming_with_little_memory(tmp_path: Path) -
         read_payload(path)
 
 
+# -- the streaming check: strings cut by slice ends -----------------------------------------------
+
+
+@pytest.fixture(params=[1, 2, 3, 5, 8, 13])
+def tiny_slices(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Stream payloads in slices of a few bytes: every string, escape and character gets cut."""
+    monkeypatch.setattr(variables_module, "_FEED_SLICE", request.param)
+    return request.param
+
+
+GOOD_STRINGS = [
+    r'{"k\u00e9y \"q\"": "v\\al\/ue \n\t\b\f\r \u00e9\uD83D\uDE00 é😀", "n": [1, -2.5e3, true, null]}',
+    r'"a top-level string with \\\\ and \\\" and \u0041"',
+    r'["\\", "\\\\", "\"", "", "😀😀", "\u12aB", {"": {"a\\": "\\u"}}]',
+]
+
+
+@pytest.mark.parametrize("text", GOOD_STRINGS)
+def test_stream_accepts_strings_cut_anywhere(tmp_path: Path, tiny_slices: int, text: str) -> None:
+    path = _payload(tmp_path, text)
+    assert read_payload(path, max_in_memory=0) == read_payload(path)
+
+
+BAD_STRINGS = [
+    b'["abc\x01def"]',
+    b'["abc\\xdef"]',
+    b'["abc\\u12G4"]',
+    b'["abc\\u12"]',
+    b'["abc\\"]',
+    b'["abc\xffdef"]',
+    b'["abc\xc3"]',
+    b'["abc\xed\xa0\x80"]',
+    b'{"abc": "unterminated',
+    b'{"abc\\": 1}',
+]
+
+
+@pytest.mark.parametrize("data", BAD_STRINGS)
+def test_stream_rejects_bad_strings_cut_anywhere(tmp_path: Path, tiny_slices: int, data: bytes) -> None:
+    path = _payload(tmp_path, data)
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        read_payload(path)  # the reference: json in memory
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        read_payload(path, max_in_memory=0)
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.random()
+    if depth > 3 or kind < 0.3:
+        return "".join(rng.choice('ab "\\/\n\t\x00é€😀u0') for _ in range(rng.randint(0, 12)))
+    if kind < 0.45:
+        return rng.choice([0, -1, 1.5, 1e20, True, False, None, 12345678901234567890])
+    if kind < 0.7:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {str(_random_json(rng, 4)): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def _accepts(path: Path, data: bytes, max_in_memory: int) -> bool:
+    path.write_bytes(data)
+    try:
+        read_payload(path, max_in_memory=max_in_memory)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_stream_check_agrees_with_json_on_random_documents(tmp_path: Path, tiny_slices: int) -> None:
+    rng = random.Random(tiny_slices)
+    path = tmp_path / "p.json"
+    for _ in range(300):
+        data = json.dumps(_random_json(rng), ensure_ascii=rng.random() < 0.5).encode()
+        assert _accepts(path, data, 0), data
+        broken = bytearray(data)
+        for _ in range(rng.randint(1, 2)):
+            if not broken:
+                break
+            at = rng.randint(0, len(broken) - 1)
+            if rng.random() < 0.5:
+                del broken[at]
+            else:
+                broken[at:at] = rng.choice([b'"', b"\\", b"{", b"]", b",", b"u", b"\x01", b"\xff", b"\xc3"])
+        if broken and _accepts(path, bytes(broken), 0):
+            # Never more lenient than json (yajl is stricter on lone surrogates: \ud800 alone).
+            assert _accepts(path, bytes(broken), 2**20), bytes(broken)
+
+
+def test_big_single_string_payload_streams_in_linear_time_and_little_memory(tmp_path: Path) -> None:
+    path = tmp_path / "blob.json"
+    with open(path, "wb") as f:
+        f.write(b'{"name": "blob", "data": "')
+        for _ in range(50):
+            f.write((b"QUJD" * 16 + b"\\/") * 15_000 + b"\\u00e9")  # ~1 MB of JSON-escaped base64
+        f.write(b'"}')
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        info = read_payload(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 10
+    assert peak < 30 * 2**20
+    assert dict(info.variables)["name"] == "blob"
+    with open(path, "r+b") as f:  # an invalid escape deep inside the string is found
+        f.seek(30_000_000)
+        f.write(b"\\q")
+    with pytest.raises(ConfigError, match="invalid escape"):
+        read_payload(path)
+
+
+def test_stream_rejects_a_number_filling_a_slice(tmp_path: Path) -> None:
+    path = _payload(tmp_path, "[" + "9" * 200_000 + "]")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        read_payload(path, max_in_memory=0)
+
+
 # -- render ----------------------------------------------------------------------------------------
 
 
@@ -472,7 +589,10 @@ def test_render_is_one_pass() -> None:
 
 
 def test_render_leaves_other_text_alone() -> None:
-    assert render("$A ${A:-x} {{.Id}} {{ a b }} {{ A", {"A": "v"}, where="x") == "$A ${A:-x} {{.Id}} {{ a b }} {{ A"
+    assert (
+        render("$A ${A:-x} {{.Id}} {{ a b }} {{ A", {"A": "v"}, where="x")
+        == "$A ${A:-x} {{.Id}} {{ a b }} {{ A"
+    )
 
 
 @pytest.mark.parametrize("text", ["models/{{ MODLE }}.pkl", "img:${MODLE}"])
@@ -498,13 +618,15 @@ def test_template_names() -> None:
         ("echo {{X}}", 'echo "${X}"'),
         ('echo "a {{ X }} b"', 'echo "a ${X} b"'),
         ("echo 'a {{ X }} b'", "echo 'a '\"${X}\"' b'"),
-        ("echo \\'{{ X }}", "echo \\'\"${X}\""),
-        ("echo \"it's {{ X }}\"", 'echo "it\'s ${X}"'),
+        ("echo \\'{{ X }}", 'echo \\\'"${X}"'),
+        ('echo "it\'s {{ X }}"', 'echo "it\'s ${X}"'),
         ("echo '\\' {{ X }}", "echo '\\' \"${X}\""),
         ('echo "$(printf %s {{ X }})"', 'echo "$(printf %s "${X}")"'),
         ("echo `printf %s {{ X }}`", 'echo `printf %s "${X}"`'),
         ("echo ${X} $X", "echo ${X} $X"),
-        ("echo hi # it's {{ X }}\necho {{ X }}", "echo hi # it's {{ X }}\necho \"${X}\""),
+        ("echo $(( {{ X }} + 1 )) {{ X }}", 'echo $(( ${X} + 1 )) "${X}"'),
+        ('echo "$(( ({{ X }} + 1) * 2 ))" {{ X }}', 'echo "$(( (${X} + 1) * 2 ))" "${X}"'),
+        ("echo hi # it's {{ X }}\necho {{ X }}", 'echo hi # it\'s {{ X }}\necho "${X}"'),
     ],
 )
 def test_render_command_text_by_quoting_context(command: str, expected: str) -> None:
@@ -543,8 +665,13 @@ HOSTILE = [
 ]
 
 ARGV = "import json, sys; sys.stdout.write(json.dumps(sys.argv[1:]))"
+# The job's script runs in the image's sh: dash (Debian), busybox ash (Alpine) or bash.
+SHELLS = [["/bin/sh"]] + [
+    shell for shell in (["bash", "--posix"], ["busybox", "sh"]) if shutil.which(shell[0])
+]
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda shell: shell[0])
 @pytest.mark.parametrize("value", HOSTILE)
 @pytest.mark.parametrize(
     ("template", "wrap"),
@@ -558,10 +685,12 @@ ARGV = "import json, sys; sys.stdout.write(json.dumps(sys.argv[1:]))"
         ("pre-{{ X }}-post", "pre-{}-post"),
         ('"$(cat <<EOF\nx\nEOF\n)"{{ X }}', "x{}"),
         ("'it'\\''s' {{ X }}", None),
+        ('"`printf %s {{ X }}`"', "$()"),
+        ("\"$(printf %s '{{ X }}')\"", "$()"),
     ],
 )
 def test_render_command_runs_in_sh_with_the_exact_value(
-    tmp_path: Path, value: str, template: str, wrap: str | None
+    tmp_path: Path, value: str, template: str, wrap: str | None, shell: list[str]
 ) -> None:
     marker = tmp_path / "pwned"
     value = value.replace("{marker}", shlex.quote(str(marker)))
@@ -572,12 +701,24 @@ def test_render_command_runs_in_sh_with_the_exact_value(
     assert warnings == ()
     assert value not in text or value in ("", "*", "--option")
     env = {"X": value, "Y": "expanded?", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
-    done = subprocess.run(["/bin/sh", "-c", text], env=env, cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([*shell, "-c", text], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     argv = json.loads(done.stdout)
-    expected = ["it's", value] if wrap is None else [wrap.replace("{}", value)]
+    if wrap is None:
+        expected = ["it's", value]
+    elif wrap == "$()":  # command substitution drops trailing newlines, whatever the quoting
+        expected = [value.rstrip("\n")]
+    else:
+        expected = [wrap.replace("{}", value)]
     assert argv == expected
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda shell: shell[0])
+def test_render_command_in_arithmetic(shell: list[str]) -> None:
+    text, _ = render_command("echo $(( ({{ N }} + 1) * 2 )) {{ N }}", {"N"}, where="c")
+    done = subprocess.run([*shell, "-c", text], env={"N": "20"}, capture_output=True, text=True)
+    assert done.stdout == "42 20\n", done.stderr
 
 
 def test_render_command_comment_quote_does_not_confuse_the_next_line(tmp_path: Path) -> None:
@@ -642,7 +783,7 @@ def test_masker_stream_equals_one_shot_on_random_splits() -> None:
         text = "".join(rng.choice("abxyz-") for _ in range(rng.randint(0, 60)))
         text = text.replace("-", rng.choice(secrets))
         cuts = sorted(rng.randint(0, len(text)) for _ in range(rng.randint(0, 4)))
-        chunks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)])]
+        chunks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         masker = Masker(secrets)
         assert _stream(masker, chunks) == masker.mask(text), (text, cuts)
         assert not any(s in masker.mask(text) for s in secrets)
