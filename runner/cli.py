@@ -25,12 +25,22 @@ app = typer.Typer(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
-COMMANDS = ("run", "jobs", "validate", "schema", "runs", "show", "logs", "result", "artifact", "gc", "_detached")
+COMMANDS = (
+    "run",
+    "jobs",
+    "validate",
+    "schema",
+    "runs",
+    "show",
+    "logs",
+    "result",
+    "artifact",
+    "gc",
+    "_detached",
+)
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", help="Project folder (default: search upward).")]
-StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run).")
-]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: the latest run).")]
 
@@ -103,7 +113,9 @@ def run_cmd(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
     description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Validate, print the run id, run in the background.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Validate, print the run id, run in the background.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
 ) -> None:
@@ -111,9 +123,23 @@ def run_cmd(
     from .run import RunRequest, exit_code_for, run_job
 
     request = RunRequest(
-        job=job, project=project, payload=payload, variables=tuple(var or ()), secrets=tuple(secret or ()),
-        env_files=tuple(env_file or ()), store=store, image=image, pull=pull, timeout=timeout, cpus=cpus,
-        memory=memory, gpus=gpus, network=network, keep=keep, name=name, description=description,
+        job=job,
+        project=project,
+        payload=payload,
+        variables=tuple(var or ()),
+        secrets=tuple(secret or ()),
+        env_files=tuple(env_file or ()),
+        store=store,
+        image=image,
+        pull=pull,
+        timeout=timeout,
+        cpus=cpus,
+        memory=memory,
+        gpus=gpus,
+        network=network,
+        keep=keep,
+        name=name,
+        description=description,
         token=os.environ.get("AA_TOKEN", ""),
     )
     if detach:
@@ -162,7 +188,11 @@ def _detach(request) -> None:
         # where other processes could read it.
         child = subprocess.Popen(
             [sys.executable, "-m", "anna_run.cli", "_detached"],
-            stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True, cwd=os.getcwd(),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=os.getcwd(),
         )
         child.stdin.write(json.dumps(fields).encode())
         child.stdin.close()
@@ -214,12 +244,20 @@ def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """List the project's jobs."""
     proj = _project(project)
     if json_out:
-        _print_json([
-            {"name": j.name, "commands": list(j.commands), "result": j.output.result,
-             "artifacts": list(j.output.artifacts), "image": proj.environment_for(j).image,
-             "timeout_s": j.timeout, "schedule": list(j.schedule)}
-            for j in proj.jobs
-        ])
+        _print_json(
+            [
+                {
+                    "name": j.name,
+                    "commands": list(j.commands),
+                    "result": j.output.result,
+                    "artifacts": list(j.output.artifacts),
+                    "image": proj.environment_for(j).image,
+                    "timeout_s": j.timeout,
+                    "schedule": list(j.schedule),
+                }
+                for j in proj.jobs
+            ]
+        )
         return
     for job in proj.jobs:
         typer.echo(f"{job.name}\t{len(job.commands)} command(s)\t{proj.environment_for(job).image}")
@@ -277,11 +315,17 @@ def runs_cmd(
         return
     rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "NAME")]
     for r in records:
-        rows.append((
-            r.id, r.job, r.status, "" if r.exit_code is None else str(r.exit_code),
-            (r.started_at or r.created_at or "")[:19].replace("T", " "),
-            "" if r.duration_s is None else f"{r.duration_s:.1f}s", r.name or "",
-        ))
+        rows.append(
+            (
+                r.id,
+                r.job,
+                r.status,
+                "" if r.exit_code is None else str(r.exit_code),
+                (r.started_at or r.created_at or "")[:19].replace("T", " "),
+                "" if r.duration_s is None else f"{r.duration_s:.1f}s",
+                r.name or "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -173,17 +173,34 @@ def glob_to_regex(pattern: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-                i = end
+            bracket, i = _bracket(pattern, i)
+            out.append(bracket)
+            continue
         else:
             out.append(re.escape(c))
         i += 1
     return "".join(out) + "(?:/.*)?"
+
+
+def _bracket(pattern: str, start: int) -> tuple[str, int]:
+    """A ``[...]`` class at ``start`` as a regex that never matches ``/``, and the index after it;
+    an unusable bracket (unclosed, empty, a reversed range) is a literal ``[``, as in fnmatch."""
+    end = pattern.find("]", start + 2 if pattern[start + 1 : start + 2] in ("!", "^") else start + 1)
+    if end == -1 or end == start + 1:
+        return re.escape("["), start + 1
+    body = pattern[start + 1 : end]
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    if not body:
+        return re.escape("["), start + 1
+    body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+    regex = f"[^/{body}]" if negate else f"(?!/)[{body}]"
+    try:
+        re.compile(regex)
+    except re.error:
+        return re.escape("["), start + 1
+    return regex, end + 1
 
 
 def _clean(relpath: str) -> str:
@@ -207,6 +224,8 @@ def _extract(
     with tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1) as tar:
         for member in tar:
             rel = _member_path(member.name, declared)
+            if rel is None and not declared and member.isdir() and "/" not in member.name.strip("/"):
+                continue  # the workspace folder itself, when a glob starts at the top
             if rel is None:
                 out.refused.append(f"{member.name}: unsafe name in the container's archive")
                 continue

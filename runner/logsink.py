@@ -34,10 +34,10 @@ class LogSink:
         self.truncated = False
         self._written = 0
         self._lock = threading.Lock()
+        # Open for the run's whole life, closed by close(); a `with` block cannot span that.
         self._files = {
-            "log": open(run_dir / "log.txt", "w", encoding="utf-8", errors="replace"),
-            "stdout": open(run_dir / "stdout.log", "w", encoding="utf-8", errors="replace"),
-            "stderr": open(run_dir / "stderr.log", "w", encoding="utf-8", errors="replace"),
+            name: open(run_dir / file, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+            for name, file in (("log", "log.txt"), ("stdout", "stdout.log"), ("stderr", "stderr.log"))
         }
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
         self._maskers = {s: new_masker() for s in ("stdout", "stderr")}  # one stream state each
@@ -73,10 +73,14 @@ class LogSink:
         with self._lock:
             if self.truncated:
                 return
-            if self._written + len(text) > self.limit:
-                text = text[: max(0, self.limit - self._written)]
+            size = len(text.encode("utf-8", "replace"))
+            if self._written + size > self.limit:
+                # Cut by bytes, as the limit and the note say, never inside a character.
+                room = max(0, self.limit - self._written)
+                text = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+                size = len(text.encode("utf-8", "replace"))
                 self.truncated = True
-            self._written += len(text)
+            self._written += size
             self._files["log"].write(text)
             self._files[stream].write(text)
             self._files["log"].flush()  # `logs -f` reads the file while the run goes on
@@ -84,4 +88,3 @@ class LogSink:
                 note = f"\n[anna-run] log truncated: the stored log keeps the first {self.limit} bytes\n"
                 self._files["log"].write(note)
                 self._files[stream].write(note)
-

@@ -341,9 +341,7 @@ def _header_len(e: Entry) -> int:
     # and more; building just those headers keeps the size estimate cheap.
     name_len = len(e.relpath) + (e.kind == "dir")
     target = e.target or ""
-    plain = (
-        e.relpath.isascii() and name_len <= 100 and target.isascii() and len(target) <= 100
-    ) and e.size < 8**11
+    plain = (e.relpath.isascii() and name_len <= 100 and target.isascii() and len(target) <= 100) and e.size < 8**11
     return _BLOCK if plain else len(_header(e))
 
 

@@ -117,9 +117,7 @@ class Project:
             if job.name == name:
                 return job
         names = ", ".join(self.job_names()) or "(none)"
-        raise ConfigError(
-            f"unknown job {name!r} in {self.file}; jobs: {names}", hint=f"jobs in this project: {names}"
-        )
+        raise ConfigError(f"unknown job {name!r} in {self.file}; jobs: {names}", hint=f"jobs in this project: {names}")
 
     def environment_for(self, job: Job) -> Environment:
         """The job's environment, else the project's, else the default; never without an image
@@ -328,9 +326,7 @@ class _Loader(yaml.SafeLoader):
             first = seen.setdefault((key.tag, key.value), key)
             if first is not key:
                 line, first_line = key.start_mark.line + 1, first.start_mark.line + 1
-                raise self._error(
-                    f"duplicate key {key.value!r} on lines {first_line} and {line}", key.start_mark
-                )
+                raise self._error(f"duplicate key {key.value!r} on lines {first_line} and {line}", key.start_mark)
 
 
 def _read_text(file: Path) -> str:
@@ -343,9 +339,7 @@ def _read_text(file: Path) -> str:
         with file.open("rb") as stream:
             data = stream.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
     except FileNotFoundError:
-        raise ConfigError(
-            "no such file", file=name, hint="create askanna.yml or pass --project DIR"
-        ) from None
+        raise ConfigError("no such file", file=name, hint="create askanna.yml or pass --project DIR") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
     if len(data) > MAX_FILE_BYTES:
@@ -386,9 +380,7 @@ def _compose(text: str, file: str) -> Node | None:
         on_line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
         hint = "indent with spaces; YAML does not allow tabs" if "\t" in on_line else None
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise ConfigError(
-            f"invalid YAML: {problem}", file=file, line=line, column=column, hint=hint
-        ) from None
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line, column=column, hint=hint) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
     finally:
@@ -512,9 +504,7 @@ class _Walker:
                 n == "job" and isinstance(v, SequenceNode) for n, _, v in self.mapping(value, name)
             ):
                 reserved = ", ".join(sorted(RESERVED_NAMES))
-                raise self.error(
-                    f"{name!r} is a reserved name and cannot be a job name", key, f"reserved: {reserved}"
-                )
+                raise self.error(f"{name!r} is a reserved name and cannot be a job name", key, f"reserved: {reserved}")
             if _is_null(value):
                 continue
             if name == "environment":
@@ -556,9 +546,7 @@ class _Walker:
         found = []
         for name, key, value in self.mapping(node, "variables"):
             if not _VAR_NAME.fullmatch(name):
-                raise self.error(
-                    f"variable name {name!r} is not valid; use letters, digits and _ (not first)", key
-                )
+                raise self.error(f"variable name {name!r} is not valid; use letters, digits and _ (not first)", key)
             found.append((name, self.variable_value(value, name)))
         return tuple(found)
 
@@ -646,9 +634,7 @@ class _Walker:
         missing = [key for key in ("username", "password") if key not in fields]
         if missing:
             raise self.error(f"credentials need both username and password; missing {missing[0]}", node)
-        return Credentials(
-            self.string(fields["username"], "username"), self.string(fields["password"], "password")
-        )
+        return Credentials(self.string(fields["username"], "username"), self.string(fields["password"], "password"))
 
     def timeout(self, node: Node) -> float:
         if isinstance(node, ScalarNode) and node.tag == _T + "int" and ":" in node.value:
@@ -667,9 +653,7 @@ class _Walker:
         if "cpus" in fields:
             cpus = self.scalar(fields["cpus"], "cpus")
             if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 < cpus < math.inf:
-                raise self.error(
-                    f"cpus must be a number above 0, not {fields['cpus'].value!r}", fields["cpus"]
-                )
+                raise self.error(f"cpus must be a number above 0, not {fields['cpus'].value!r}", fields["cpus"])
             cpus = float(cpus)
         if "memory" in fields:
             try:
@@ -733,9 +717,7 @@ class _Walker:
                     raise self.error(f"unknown key {name!r} in schedule; use {', '.join(_CRON_NAMES)}", key)
                 raw = self.scalar(value, name)
                 if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-                    raise self.error(
-                        f"schedule {name} must be a number or a string, not {_kind(value)}", value
-                    )
+                    raise self.error(f"schedule {name} must be a number or a string, not {_kind(value)}", value)
                 fields[name] = "".join(str(raw).split())  # "1, 2" is one field, not two
             text = " ".join(fields.get(name, "*") for name in _CRON_NAMES)
         else:
@@ -879,14 +861,11 @@ def json_schema() -> dict[str, Any]:
         **_object(
             {
                 "environment": {"$ref": "#/$defs/environment"},
-                "variables": _object(
-                    {}, additionalProperties=variables, propertyNames={"pattern": "^[A-Za-z_]\\w*$"}
-                ),
+                "variables": _object({}, additionalProperties=variables, propertyNames={"pattern": "^[A-Za-z_]\\w*$"}),
                 "timezone": {**text, "description": "IANA timezone of all jobs (default UTC)."},
                 "notifications": {"$ref": "#/$defs/notifications"},
                 **{
-                    name: ignored
-                    for name in ("push-target", "cluster", "image", "worker", "askanna", "job", "project")
+                    name: ignored for name in ("push-target", "cluster", "image", "worker", "askanna", "job", "project")
                 },
             },
             additionalProperties=_object(

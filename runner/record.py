@@ -100,13 +100,19 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["commands"] = tuple(CommandResult(**c) for c in data.get("commands") or ())
-        kwargs["artifacts"] = tuple(FileInfo(**a) for a in data.get("artifacts") or ())
-        for key, kind in (("result", FileInfo), ("image", ImageInfo), ("package", BlobRef), ("payload", BlobRef)):
+        if not isinstance(data, dict):
+            raise ValueError("a run record must be a JSON object")
+        kwargs = _known(cls, data)
+        kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in data.get("commands") or ())
+        kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in data.get("artifacts") or ())
+        for key, kind in (
+            ("result", FileInfo),
+            ("image", ImageInfo),
+            ("package", BlobRef),
+            ("payload", BlobRef),
+        ):
             if data.get(key) is not None:
-                kwargs[key] = kind(**data[key])
+                kwargs[key] = kind(**_known(kind, data[key]))
         for key in ("refused", "warnings", "secret_names"):
             kwargs[key] = tuple(data.get(key) or ())
         return cls(**kwargs)
@@ -114,3 +120,9 @@ class RunRecord:
     @classmethod
     def from_json(cls, text: str) -> RunRecord:
         return cls.from_dict(json.loads(text))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys ``cls`` knows: a record written by a newer anna-run still reads (forward compatible)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

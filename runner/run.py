@@ -24,7 +24,15 @@ from . import __version__
 from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
 from .orphans import runner_identity
 from .progress import Reporter
-from .project import Job, Project, check_relative_path, find_project_file, load_project, parse_duration, parse_memory
+from .project import (
+    Job,
+    Project,
+    check_relative_path,
+    find_project_file,
+    load_project,
+    parse_duration,
+    parse_memory,
+)
 from .record import BlobRef, CommandResult, RunRecord, now_iso
 from .store.base import Store, open_store
 from .variables import (
@@ -40,9 +48,7 @@ from .variables import (
     render_command,
     resolve,
     suuid_from_digest,
-    template_names,
 )
-
 
 
 def grace_s() -> float:
@@ -146,8 +152,18 @@ def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
         warnings.extend(notes)
     settings = _settings(request, project, job)
     prepared = Prepared(
-        request, project, job, project_id(project), run_id, payload_file, payload, user_vars,
-        shell_commands, settings, warnings, tmp,
+        request,
+        project,
+        job,
+        project_id(project),
+        run_id,
+        payload_file,
+        payload,
+        user_vars,
+        shell_commands,
+        settings,
+        warnings,
+        tmp,
     )
     # Render what is rendered on the host once now, with a stand-in package id that cannot
     # change a path's shape, so a bad output path or image is a config error before anything.
@@ -232,8 +248,12 @@ def _variables(prepared: Prepared, package_id: str) -> Variables:
     )
     v = prepared.user_vars
     return resolve(
-        project=v["project"], env_file=v["env_file"], cli=v["cli"], secrets=v["secrets"],
-        payload=v["payload"], builtins=builtins,
+        project=v["project"],
+        env_file=v["env_file"],
+        cli=v["cli"],
+        secrets=v["secrets"],
+        payload=v["payload"],
+        builtins=builtins,
     )
 
 
@@ -300,7 +320,9 @@ def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
             from .project import Credentials
 
             credentials = Credentials(*rendered.credentials)
-        image = ensure_image(api, rendered.image, pull=prepared.settings.pull, reporter=reporter, credentials=credentials)
+        image = ensure_image(
+            api, rendered.image, pull=prepared.settings.pull, reporter=reporter, credentials=credentials
+        )
         record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
         store.save_record(record)
         record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
@@ -464,14 +486,28 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
     )
     if outcome.cancelled:
         _finish(
-            store, record, status="cancelled", reason="cancelled by the user", commands=commands,
-            exit_code=outcome.exit_code, duration=time.monotonic() - started, sink=sink, collected=collected,
+            store,
+            record,
+            status="cancelled",
+            reason="cancelled by the user",
+            commands=commands,
+            exit_code=outcome.exit_code,
+            duration=time.monotonic() - started,
+            sink=sink,
+            collected=collected,
         )
         raise Cancelled("cancelled; the container was stopped and removed")
     status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
     return _finish(
-        store, record, status=status, reason=reason, commands=commands, exit_code=exit_code,
-        duration=time.monotonic() - started, sink=sink, collected=collected,
+        store,
+        record,
+        status=status,
+        reason=reason,
+        commands=commands,
+        exit_code=exit_code,
+        duration=time.monotonic() - started,
+        sink=sink,
+        collected=collected,
     )
 
 

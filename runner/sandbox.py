@@ -159,7 +159,11 @@ class Sandbox:
         helper = None
         try:
             helper = self.api.create_container(
-                self.spec.image, command=["true"], entrypoint=[], labels=self.spec.labels, host_config=host_config
+                self.spec.image,
+                command=["true"],
+                entrypoint=[],
+                labels=self.spec.labels,
+                host_config=host_config,
             )["Id"]
             if not self.api.put_archive(helper, PAYLOAD_DIR, data):
                 raise EngineError("the engine refused the payload copy")
@@ -223,7 +227,7 @@ class Sandbox:
                         on_output("stdout", out)
                     if err:
                         on_output("stderr", err)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            except BaseException as exc:
                 reader.error.append(exc)
 
         reader = _Reader(threading.Thread(target=pump, name="anna-run-logs", daemon=True))
@@ -233,7 +237,7 @@ class Sandbox:
     def stop(self, grace: float) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds (the engine does both)."""
         try:
-            self.api.stop(self.id, timeout=max(0, int(round(grace))))
+            self.api.stop(self.id, timeout=max(0, round(grace)))
         except Exception as exc:
             raise _engine_error("cannot stop the job container", exc) from None
 

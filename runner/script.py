@@ -10,6 +10,8 @@ the engine's exit code stays the final word (see ``parse_status``).
 from __future__ import annotations
 
 import io
+import math
+import re
 import tarfile
 from dataclasses import dataclass
 
@@ -97,14 +99,14 @@ def parse_status(text: str, count: int, container_exit: int | None) -> list[Comm
     ends: dict[int, tuple[int, float]] = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) < 3 or not fields[1].isdigit():
+        if len(fields) < 3 or not _is_int(fields[1]):
             continue
         index, stamp = int(fields[1]), _float(fields[2])
         if not 0 <= index < count:
             continue
         if fields[0] == "start" and index not in starts:
             starts[index] = stamp
-        elif fields[0] == "end" and len(fields) == 4 and fields[3].lstrip("-").isdigit():
+        elif fields[0] == "end" and len(fields) == 4 and _is_int(fields[3]):
             ends[index] = (int(fields[3]), stamp)
     last_started = max(starts, default=-1)
     results: list[CommandStatus] = []
@@ -122,11 +124,17 @@ def parse_status(text: str, count: int, container_exit: int | None) -> list[Comm
     return results
 
 
+def _is_int(text: str) -> bool:
+    # Only ASCII digits: the file is written inside the container, "²".isdigit() is True.
+    return bool(re.fullmatch(r"-?[0-9]{1,9}", text))
+
+
 def _float(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _dur(start: float, end: float | None) -> float | None:

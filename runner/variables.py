@@ -479,12 +479,12 @@ def _scan_variables(text: str, limit: int) -> tuple[tuple[tuple[str, str], ...],
     ``text`` is the payload's beginning and may hold one character more than ``limit``: it
     tells whether a number ending exactly at ``limit`` goes on.
     """
-    idx = _WS.match(text).end()  # type: ignore[union-attr]
+    idx = _skip_ws(text, 0)
     if not text.startswith("{", idx):
         return (), (), False
     values: dict[str, str] = {}
     warnings: list[str] = []
-    idx = _WS.match(text, idx + 1).end()  # type: ignore[union-attr]
+    idx = _skip_ws(text, idx + 1)
     while not text.startswith("}", idx):
         entry = _read_entry(text, idx, limit)
         if entry is None:
@@ -499,10 +499,15 @@ def _scan_variables(text: str, limit: int) -> tuple[tuple[tuple[str, str], ...],
             warnings.append(f"payload key {_shorten(key)!r} is not a variable: {problem}")
         else:
             values[key] = value  # a duplicate key: the last one wins, as in every JSON reader
-        idx = _WS.match(text, idx).end()  # type: ignore[union-attr]
+        idx = _skip_ws(text, idx)
         if text.startswith(",", idx):
-            idx = _WS.match(text, idx + 1).end()  # type: ignore[union-attr]
+            idx = _skip_ws(text, idx + 1)
     return tuple(values.items()), tuple(warnings), True
+
+
+def _skip_ws(text: str, idx: int) -> int:
+    found = _WS.match(text, idx)
+    return found.end() if found else idx
 
 
 def _read_entry(text: str, idx: int, limit: int) -> tuple[str, str, int] | None:
@@ -512,10 +517,10 @@ def _read_entry(text: str, idx: int, limit: int) -> tuple[str, str, int] | None:
         return None
     try:
         key, idx = scanstring(text, idx + 1)
-        idx = _WS.match(text, idx).end()  # type: ignore[union-attr]
+        idx = _skip_ws(text, idx)
         if not text.startswith(":", idx):
             return None
-        start = _WS.match(text, idx + 1).end()  # type: ignore[union-attr]
+        start = _skip_ws(text, idx + 1)
         value, end = _DECODER.raw_decode(text, start)
         if end > limit:
             return None
@@ -616,7 +621,7 @@ def builtin_variables(
         ("PAYLOAD_SUUID", "AA_PAYLOAD_SUUID", payload_id or ""),
         ("PAYLOAD_PATH", "AA_PAYLOAD_PATH", payload_path),
     )
-    values = {}
+    values: dict[str, str] = {}
     for seed_name, askanna_name, value in pairs:
         values[seed_name] = values[askanna_name] = value
     # C.UTF-8: a UTF-8 locale every image has, so Python and friends don't fall back to ASCII.
@@ -639,9 +644,7 @@ class Variables:
         """For the record and display: secret variables show as ``***``, and a secret value
         that turns up inside another variable's value is masked there too."""
         masker = self.masker()
-        return {
-            name: MASK if name in self.secret_names else masker.mask(value) for name, value in self.values
-        }
+        return {name: MASK if name in self.secret_names else masker.mask(value) for name, value in self.values}
 
     def secret_values(self) -> tuple[str, ...]:
         """The distinct non-empty values of the secret variables."""
@@ -665,7 +668,7 @@ def resolve(
     """Merge the sources, lowest precedence first: project < env file < ``--var`` and
     ``--secret`` < payload < built-ins.
 
-    Secret are the names given with ``--secret`` and every name :func:`is_secret_name` marks.
+    Secrets are the names given with ``--secret`` and every name :func:`is_secret_name` marks.
     It is the name that is secret: a payload value for a ``--secret`` name is masked too.
     """
     merged: dict[str, str] = {}
@@ -752,9 +755,7 @@ def render_command(command: str, known: Collection[str], *, where: str) -> tuple
     return "".join(out), tuple(warnings)
 
 
-def _template(
-    command: str, i: int, context: str, known: Collection[str], where: str
-) -> tuple[str, str | None, int]:
+def _template(command: str, i: int, context: str, known: Collection[str], where: str) -> tuple[str, str | None, int]:
     """The ``{{`` at ``i``: its rewrite (or itself), a warning or None, and the next index."""
     found = _CURLY.match(command, i)
     if found:

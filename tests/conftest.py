@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "anna-run/busybox:latest"
 PYTHON = "anna-run/python:3.11"
@@ -26,7 +25,6 @@ PYTHON = "anna-run/python:3.11"
 def api():
     """The real engine. Its absence is a failure, not a skip: `make test` provisions one."""
     from anna_run.engine import connect
-
     from anna_run.errors import EngineError
 
     try:
@@ -98,8 +96,9 @@ class Env:
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "anna_run.cli", *args]
 
-    def run(self, *args: str, input: str | bytes | None = None, cwd: Path | None = None,
-            timeout: float = 120, **env: str) -> Result:
+    def run(
+        self, *args: str, input: str | bytes | None = None, cwd: Path | None = None, timeout: float = 120, **env: str
+    ) -> Result:
         proc = subprocess.run(
             self.cmd(*args),
             cwd=cwd or self.root,
@@ -112,8 +111,12 @@ class Env:
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
-            self.cmd(*args), cwd=self.root, env=self.environ(**env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.cmd(*args),
+            cwd=self.root,
+            env=self.environ(**env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
 
     def records(self) -> list[dict]:

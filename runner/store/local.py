@@ -169,7 +169,7 @@ class LocalStore:
             return RunRecord.from_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise NotFound(f"no run record at {path}") from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise StoreError(f"run record {path} is damaged: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
@@ -204,5 +204,3 @@ class LocalStore:
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-

@@ -76,8 +76,9 @@ def test_logs_follow_shows_lines_while_running(env, busybox):
         deadline = time.monotonic() + 20
         while not env.records() and time.monotonic() < deadline:
             time.sleep(0.1)
-        follower = subprocess.Popen(env.cmd("logs", "-f"), cwd=env.root, env=env.environ(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        follower = subprocess.Popen(
+            env.cmd("logs", "-f"), cwd=env.root, env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         while (line := follower.stdout.readline()) and line != b"first-line\n":
             pass
         assert line == b"first-line\n"

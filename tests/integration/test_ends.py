@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ def test_ctrl_c_cancels_and_removes_the_container(env, busybox, api):
     try:
         container = _wait_for_container(api)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130, err.decode()
@@ -135,13 +136,13 @@ class _Proxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.cut = True
+        with contextlib.suppress(OSError):  # shutdown wakes the blocked accept(): new connections are refused
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         for conn in self.conns:
             try:
@@ -154,7 +155,7 @@ class _Proxy:
 def test_engine_lost_mid_run(env, busybox, api, tmp_path):
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     assert host.startswith("unix://"), "this test proxies a local unix socket"
-    proxy = _Proxy(tmp_path / "engine.sock", host[len("unix://"):])
+    proxy = _Proxy(tmp_path / "engine.sock", host[len("unix://") :])
     env.project(f"""
         environment: {{image: {BB}}}
         long: {{job: [echo started && sleep 60]}}

@@ -57,7 +57,9 @@ def test_one_shell_stop_at_first_failure(env, busybox):
         """)
     res = env.run("steps", "--network", "none")
     assert res.returncode == 7, res.output
-    assert "/code/sub" in res.stdout and "carried" in res.stdout and "never" not in res.stdout.replace("$ echo never", "")
+    assert (
+        "/code/sub" in res.stdout and "carried" in res.stdout and "never" not in res.stdout.replace("$ echo never", "")
+    )
     rec = env.last()
     assert rec["status"] == "failed" and rec["exit_code"] == 7
     assert [c["exit_code"] for c in rec["commands"]] == [0, 0, 0, 7, None]
@@ -86,11 +88,12 @@ def test_payload_variables_and_read_only_mount(env, busybox):
             - cat {{{{ PAYLOAD_PATH }}}}
             - if echo x > /input/payload.json; then echo WROTE; else echo refused-write; fi
         """)
-    (env.root / "p.json").write_text(json.dumps({"FROM_DATE": "2020-09-07", "N": 1.50, "OBJ": {"a": [1, 2]},
-                                                 "FLAG": True, "NOTHING": None}))
+    (env.root / "p.json").write_text(
+        json.dumps({"FROM_DATE": "2020-09-07", "N": 1.50, "OBJ": {"a": [1, 2]}, "FLAG": True, "NOTHING": None})
+    )
     res = env.run("p", "--payload", "p.json", "--network", "none")
     assert res.returncode == 0, res.output
-    assert "from=2020-09-07 n=1.5 obj={\"a\":[1,2]} flag=true null=[]" in res.stdout
+    assert 'from=2020-09-07 n=1.5 obj={"a":[1,2]} flag=true null=[]' in res.stdout
     rec = env.last()
     assert f"path=/input/payload.json aa=/input/payload.json run={rec['id']}/{rec['id']} job=p" in res.stdout
     assert '"FROM_DATE": "2020-09-07"' in res.stdout
@@ -129,7 +132,7 @@ def test_injection_in_values_is_data(env, busybox, tmp_path):
           job:
             - printf '[%s]\\n' {{{{ A }}}} "{{{{ B }}}}" '{{{{ C }}}}'
         """)
-    hostile = {"A": "$(echo PWNED-A)", "B": "`echo PWNED-B`\"; echo PWNED-B2 #", "C": "'; echo PWNED-C; '\n--rm *"}
+    hostile = {"A": "$(echo PWNED-A)", "B": '`echo PWNED-B`"; echo PWNED-B2 #', "C": "'; echo PWNED-C; '\n--rm *"}
     (env.root / "p.json").write_text(json.dumps(hostile))
     res = env.run("inj", "--payload", "p.json", "--network", "none")
     assert res.returncode == 0, res.output
@@ -149,8 +152,17 @@ def test_secrets_are_masked_everywhere(env, busybox):
             - printf 'split-'; printf 'hunter'; sleep 0.3; printf '2-secret\\n'
             - '[ "$API_TOKEN" = "tok-abcdef-123456" ] && echo container-has-real-value'
         """)
-    res = env.run("s", "--var", "API_TOKEN=tok-abcdef-123456", "--secret", "DB_PASSWORD=s3cr3t-value-123",
-                  "--secret", "SPLIT=split-hunter2-secret", "--network", "none")
+    res = env.run(
+        "s",
+        "--var",
+        "API_TOKEN=tok-abcdef-123456",
+        "--secret",
+        "DB_PASSWORD=s3cr3t-value-123",
+        "--secret",
+        "SPLIT=split-hunter2-secret",
+        "--network",
+        "none",
+    )
     assert res.returncode == 0, res.output
     rec = env.last()
     stored = (env.run_dir(rec["id"]) / "log.txt").read_text()
@@ -245,7 +257,8 @@ def test_stdin_is_closed(env, busybox):
 
 def test_many_jobs_project_runs_twice_with_the_same_bytes(env, busybox):
     """Like public AskAnna projects: `cd` in the first command, results appended with >>, folders."""
-    env.project(f"""
+    env.project(
+        f"""
         push-target: https://beta.askanna.eu/demo/project/abcd-efgh-ijkl-mnop
         environment: {{image: {BB}}}
         prepare:
@@ -258,7 +271,9 @@ def test_many_jobs_project_runs_twice_with_the_same_bytes(env, busybox):
             - mkdir -p result out && for i in 1 2 3; do echo "line $i" >> result/report.txt; done
             - cp result/report.txt out/copy.txt
           output: {{result: result/report.txt, artifact: [out/, result/]}}
-        """, {"data/raw.csv": "b,2\na,1\nc,3\n"})
+        """,
+        {"data/raw.csv": "b,2\na,1\nc,3\n"},
+    )
     digests = []
     for _ in range(2):
         for job in ("prepare", "report"):

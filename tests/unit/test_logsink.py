@@ -90,6 +90,7 @@ def test_secret_split_across_streams_interleaved(tmp_path: Path) -> None:
     assert stored(run_dir, "stderr.log") == "warn\n"
     assert SECRET not in stored(run_dir)
     assert sorted(stored(run_dir).splitlines()) == ["***", "warn"]
+    assert live(reporter, "stdout") == "***\n" and live(reporter, "stderr") == "warn\n"
 
 
 def test_streams_kept_apart_and_combined_in_arrival_order(tmp_path: Path) -> None:
@@ -102,7 +103,12 @@ def test_streams_kept_apart_and_combined_in_arrival_order(tmp_path: Path) -> Non
     assert stored(run_dir, "stdout.log") == "out1\nout2\n"
     assert stored(run_dir, "stderr.log") == "err1\nerr2\n"
     assert stored(run_dir) == "out1\nerr1\nout2\nerr2\n"
-    assert reporter.logs == [("stdout", "out1\n"), ("stderr", "err1\n"), ("stdout", "out2\n"), ("stderr", "err2\n")]
+    assert reporter.logs == [
+        ("stdout", "out1\n"),
+        ("stderr", "err1\n"),
+        ("stdout", "out2\n"),
+        ("stderr", "err2\n"),
+    ]
 
 
 def test_log_txt_is_readable_while_the_run_goes_on(tmp_path: Path) -> None:

@@ -467,9 +467,7 @@ def test_full_disk_is_a_store_error_not_the_projects(tmp_path: Path, monkeypatch
     assert list((tmp_path / "pk").iterdir()) == []
 
 
-def test_file_that_shrinks_while_packaging_is_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_that_shrinks_while_packaging_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_tree(tmp_path / "p", {"a.txt": "0123456789"})
     real_open = package._open_member
 
@@ -483,9 +481,7 @@ def test_file_that_shrinks_while_packaging_is_an_error(
     assert list((tmp_path / "pk").iterdir()) == []
 
 
-def test_file_that_grows_while_packaging_is_packed_as_stated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_that_grows_while_packaging_is_packed_as_stated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_tree(tmp_path / "p", {"a.log": "0123456789"})
     real_open = package._open_member
 

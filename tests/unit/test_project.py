@@ -254,8 +254,7 @@ def test_reserved_name_as_job(write, name: str) -> None:
 def test_reserved_names_keep_their_meaning(write) -> None:
     project = load(
         write,
-        "cluster: {name: x}\nimage: python:3\nworker: w\naskanna: {a: 1}\nproject: p\njob: j\n"
-        "a:\n  job: [x]\n",
+        "cluster: {name: x}\nimage: python:3\nworker: w\naskanna: {a: 1}\nproject: p\njob: j\na:\n  job: [x]\n",
     )
     assert project.job_names() == ("a",)
 
@@ -908,9 +907,7 @@ def test_json_schema() -> None:
     schema = json_schema()
     assert isinstance(schema, dict)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert {"environment", "variables", "timezone", "notifications", "push-target"} <= set(
-        schema["properties"]
-    )
+    assert {"environment", "variables", "timezone", "notifications", "push-target"} <= set(schema["properties"])
     job = schema["additionalProperties"]
     assert job["required"] == ["job"]
     for key in ("job", "output", "environment", "timeout", "resources", "network", "cache"):

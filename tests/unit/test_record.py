@@ -118,8 +118,17 @@ def test_from_dict_with_only_required_keys() -> None:
 
 def test_from_dict_accepts_null_lists() -> None:
     record = RunRecord.from_dict(
-        {"id": "a", "job": "j", "project": "p", "status": "running", "commands": None, "artifacts": None,
-         "refused": None, "warnings": None, "secret_names": None}
+        {
+            "id": "a",
+            "job": "j",
+            "project": "p",
+            "status": "running",
+            "commands": None,
+            "artifacts": None,
+            "refused": None,
+            "warnings": None,
+            "secret_names": None,
+        }
     )
     assert record.commands == () and record.artifacts == () and record.refused == ()
 

@@ -143,7 +143,14 @@ def test_echo_lines_are_the_given_echoes_not_the_commands(tmp_path: Path) -> Non
 def test_one_shell_cd_and_export_carry_over(tmp_path: Path) -> None:
     ran = run_script(
         tmp_path,
-        ["mkdir -p sub/deeper", "cd sub", "export MODEL=linear", "pwd", 'echo "model=$MODEL"', "cd deeper && pwd"],
+        [
+            "mkdir -p sub/deeper",
+            "cd sub",
+            "export MODEL=linear",
+            "pwd",
+            'echo "model=$MODEL"',
+            "cd deeper && pwd",
+        ],
     )
     assert ran.returncode == 0, ran.stderr
     out = [line for line in ran.stdout.splitlines() if not line.startswith("$ ")]

@@ -589,10 +589,7 @@ def test_render_is_one_pass() -> None:
 
 
 def test_render_leaves_other_text_alone() -> None:
-    assert (
-        render("$A ${A:-x} {{.Id}} {{ a b }} {{ A", {"A": "v"}, where="x")
-        == "$A ${A:-x} {{.Id}} {{ a b }} {{ A"
-    )
+    assert render("$A ${A:-x} {{.Id}} {{ a b }} {{ A", {"A": "v"}, where="x") == "$A ${A:-x} {{.Id}} {{ a b }} {{ A"
 
 
 @pytest.mark.parametrize("text", ["models/{{ MODLE }}.pkl", "img:${MODLE}"])
@@ -666,9 +663,7 @@ HOSTILE = [
 
 ARGV = "import json, sys; sys.stdout.write(json.dumps(sys.argv[1:]))"
 # The job's script runs in the image's sh: dash (Debian), busybox ash (Alpine) or bash.
-SHELLS = [["/bin/sh"]] + [
-    shell for shell in (["bash", "--posix"], ["busybox", "sh"]) if shutil.which(shell[0])
-]
+SHELLS = [["/bin/sh"]] + [shell for shell in (["bash", "--posix"], ["busybox", "sh"]) if shutil.which(shell[0])]
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda shell: shell[0])
