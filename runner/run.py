@@ -432,7 +432,7 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
     from .collect import collect
     from .logsink import LogSink
     from .sandbox import LABEL, Sandbox, SandboxSpec
-    from .script import SCRIPT_PATH, STATUS_PATH, build_script, parse_status, script_archive
+    from .script import STATUS_PATH, build_script, entrypoint, parse_status
 
     settings = prepared.settings
     labels = {
@@ -444,19 +444,20 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
     }
     if prepared.request.keep:
         labels[f"{LABEL}.keep"] = "1"
+    script = build_script(prepared.shell_commands, [c.command for c in record.commands])
+    command, script_tar = entrypoint(script)
     spec = SandboxSpec(
         image=record.image.id or rendered.image,
         name=f"anna-run-{record.id}",
         environment=variables.as_dict(),
         labels=labels,
-        entrypoint=["/bin/sh", SCRIPT_PATH],
+        entrypoint=command,
         network=settings.network,
         cpus=settings.cpus,
         memory=settings.memory,
         gpus=settings.gpus,
         payload=prepared.payload is not None,
     )
-    script = build_script(prepared.shell_commands, [c.command for c in record.commands])
     run_dir = store.run_dir(record.id)
     sink = LogSink(run_dir, variables.masker, reporter)
     started = time.monotonic()
@@ -465,7 +466,8 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
             record = record.evolve(container=sandbox.id)
             reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB into the container")
             sandbox.put_archive("/code", _file_chunks(package.path, "package", package.size, reporter))
-            sandbox.put_archive("/", script_archive(script))
+            if script_tar is not None:
+                sandbox.put_archive("/", script_tar)
             if prepared.payload_file is not None:
                 sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
             reporter.step_done("copy")

@@ -283,3 +283,16 @@ def test_many_jobs_project_runs_twice_with_the_same_bytes(env, busybox):
             digests.append((job, rec["result"]["sha256"], tuple(a["sha256"] for a in rec["artifacts"])))
     assert digests[:2] == digests[2:]
     assert (env.root / "result").exists() is False  # the user's project is never modified
+
+
+def test_a_script_too_long_for_one_argument_still_runs(env, busybox):
+    """Past 100 KB the script goes in through the archive API instead of the shell's argument."""
+    long_word = "x" * 150_000
+    env.project(f"""
+        environment: {{image: {BB}}}
+        big: {{job: ['echo {long_word} | wc -c', 'echo second']}}
+        """)
+    res = env.run("big", "--network", "none", "-q")
+    assert res.returncode == 0, res.output[-2000:]
+    assert "150001" in _output_lines(res.stdout) and "second" in _output_lines(res.stdout)
+    assert [c["exit_code"] for c in env.last()["commands"]] == [0, 0]

@@ -36,7 +36,7 @@ def test_container_settings(env, busybox, api):
         payload = [m for m in info["Mounts"] if m["Destination"] == "/input"]
         assert payload and payload[0]["RW"] is False
         assert info["Config"]["OpenStdin"] is False and info["Config"]["WorkingDir"] == "/code"
-        assert info["Config"]["Entrypoint"] == ["/bin/sh", "/.anna-run/script.sh"]
+        assert info["Config"]["Entrypoint"][:2] == ["/bin/sh", "-c"]
     finally:
         api.remove_container(container["Id"], force=True)
         for volume in (api.volumes(filters={"label": f"io.anna-run.run={rec['id']}"}) or {}).get("Volumes") or []:
