@@ -3,6 +3,7 @@ real `anna-run` process to drive."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from anna_run.variables import suuid_from_digest
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "anna-run/busybox:latest"
@@ -90,7 +93,8 @@ class Env:
 
     def environ(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANNA_RUN_")}
-        env.update(ANNA_RUN_STORE=str(self.store), NO_COLOR="1", **extra)
+        env.update(ANNA_RUN_STORE=str(self.store), NO_COLOR="1")
+        env.update(extra)
         return env
 
     def cmd(self, *args: str) -> list[str]:
@@ -137,12 +141,15 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 @pytest.fixture
-def ours(api):
-    """Ids of anna-run's containers and volumes on the engine, to check nothing is left or created."""
+def ours(api, env):
+    """Ids of the containers and volumes anna-run made for this test's project (by its label, so
+    runs of other tests or other suites on the same engine do not count)."""
 
     def snapshot() -> set[str]:
-        containers = {c["Id"] for c in api.containers(all=True, filters={"label": "io.anna-run.run"})}
-        volumes = {v["Name"] for v in (api.volumes(filters={"label": "io.anna-run.run"}) or {}).get("Volumes") or []}
+        digest = hashlib.sha256(str(env.root.resolve()).encode()).digest()
+        label = {"label": f"io.anna-run.project={suuid_from_digest(digest)}"}
+        containers = {c["Id"] for c in api.containers(all=True, filters=label)}
+        volumes = {v["Name"] for v in (api.volumes(filters=label) or {}).get("Volumes") or []}
         return containers | volumes
 
     return snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -149,3 +150,75 @@ def test_detach_still_validates(env, ours):
     res = env.run("bg", "--detach")
     assert res.returncode == 2 and "MISSING" in res.stderr and res.stdout == ""
     assert ours() == before
+
+
+def test_store_inside_the_project_is_never_packaged(env, busybox, tmp_path):
+    _project(env)
+    inner = env.root / ".anna-store"
+    first = env.run("ok", "--network", "none", ANNA_RUN_STORE=str(inner))
+    second = env.run("ok", "--network", "none", ANNA_RUN_STORE=str(inner))
+    assert first.returncode == 0 and second.returncode == 0
+    records = [json.loads(p.read_text()) for p in (inner / "runs").glob("*/run.json")]
+    assert len({r["package"]["sha256"] for r in records}) == 1  # the store did not leak into the package
+    res = env.run("ok", "--network", "none", "--keep", ANNA_RUN_STORE=str(inner))
+    assert res.returncode == 0
+
+
+def test_default_store_follows_xdg_data_home(env, busybox, tmp_path):
+    _project(env)
+    xdg = tmp_path / "xdg"
+    environ = env.environ(XDG_DATA_HOME=str(xdg))
+    environ.pop("ANNA_RUN_STORE")
+    proc = subprocess.run(env.cmd("ok", "--network", "none"), cwd=env.root, env=environ, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((xdg / "anna-run" / "runs").glob("*/run.json"))) == 1
+
+
+def test_timezone_job_beats_global(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        timezone: Europe/Amsterdam
+        here: {{job: ['echo "tz=$TZ"']}}
+        there: {{job: ['echo "tz=$TZ"'], timezone: Asia/Tokyo}}
+        """)
+    assert "tz=Europe/Amsterdam" in env.run("here", "--network", "none").stdout
+    assert env.last()["settings"]["timezone"] == "Europe/Amsterdam"
+    assert "tz=Asia/Tokyo" in env.run("there", "--network", "none").stdout
+
+
+def _run_in_pty(env, *args: str, **extra: str) -> bytes:
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: anna-run with a terminal on stdout and stderr
+        os.chdir(env.root)
+        os.execve(env.cmd()[0], env.cmd(*args), env.environ(TERM="xterm-256color", COLUMNS="100", **extra))
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    return b"".join(chunks)
+
+
+def test_progress_on_a_terminal_and_plain_with_no_color(env, busybox):
+    _project(env)
+    (env.root / "big.bin").write_bytes(os.urandom(24 << 20))  # big enough for a progress bar
+    environ = env.environ()
+    environ.pop("NO_COLOR")
+    env.environ = lambda **extra: {**environ, **extra}  # type: ignore[method-assign]
+    rich = _run_in_pty(env, "ok", "--network", "none")
+    assert b"\x1b[" in rich and b"succeeded" in rich
+    plain = _run_in_pty(env, "ok", "--network", "none", NO_COLOR="1")
+    assert b"succeeded" in plain and b"\x1b[" not in plain
+
+
+def test_shell_completion_is_offered(env):
+    res = env.run("--show-completion", "bash", cwd=env.root.parent)
+    assert res.returncode == 0 and "complete" in res.stdout
