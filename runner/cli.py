@@ -111,6 +111,7 @@ def run_cmd(
     gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
     network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
     description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
     detach: Annotated[
@@ -138,6 +139,7 @@ def run_cmd(
         gpus=gpus,
         network=network,
         keep=keep,
+        no_cache=no_cache,
         name=name,
         description=description,
         token=os.environ.get("AA_TOKEN", ""),

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import EngineError
+from .errors import ConfigError, EngineError
 from .progress import Reporter
 from .record import ImageInfo
 
@@ -104,3 +111,129 @@ def _split(name: str) -> tuple[str, str | None]:
         repo, tag = name.rsplit(":", 1)
         return repo, tag
     return name, "latest"
+
+
+BUILD_REPO = "anna-run/build"
+
+
+def build_image(
+    api: docker.APIClient,
+    project_root: Path,
+    build: str,
+    *,
+    build_args: dict[str, str],
+    labels: dict[str, str],
+    reporter: Reporter,
+    mask: Callable[[str], str],
+    cache_file: Path | None = None,
+) -> ImageInfo:
+    """Build ``build`` (a folder holding a Dockerfile, or a Dockerfile) from the project, tagged
+    by the sha256 of its context: an unchanged context makes no build call at all."""
+    context, dockerfile = _build_context(project_root, build)
+    digest = context_digest(context, dockerfile, build_args, cache_file)
+    tag = f"{BUILD_REPO}:{digest}"
+    from docker.errors import ImageNotFound
+
+    try:
+        found = api.inspect_image(tag)
+        reporter.step_done("build", f"{tag[:30]}… unchanged context, no build")
+        return ImageInfo(name=tag, digest=None, id=found["Id"])
+    except ImageNotFound:
+        pass
+    reporter.step_started("build", f"{build} → {tag[:30]}…")
+    error = None
+    try:
+        stream = api.build(
+            path=str(context),
+            dockerfile=dockerfile,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            buildargs=build_args or None,
+            labels={**labels, "io.anna-run.build": digest},
+            pull=False,
+        )
+        for event in stream:
+            if "error" in event:
+                error = str(event.get("error", "")).strip()
+            elif text := event.get("stream"):
+                reporter.log_line("stderr", mask(text))
+    except Exception as exc:
+        from .engine import _short
+
+        raise EngineError(f"cannot build the image from {build}: {mask(_short(exc))}") from None
+    if error:
+        raise EngineError(f"the image build from {build} failed: {mask(error)}")
+    found = api.inspect_image(tag)
+    reporter.step_done("build", tag)
+    return ImageInfo(name=tag, digest=None, id=found["Id"])
+
+
+def _build_context(project_root: Path, build: str) -> tuple[Path, str]:
+    root = project_root.resolve()
+    target = (project_root / build).resolve()
+    if target != root and root not in target.parents:
+        raise ConfigError(f"environment.build {build!r} leaves the project")
+    if target.is_dir():
+        if not (target / "Dockerfile").is_file():
+            raise ConfigError(f"environment.build {build!r}: no Dockerfile in that folder")
+        return target, "Dockerfile"
+    if target.is_file():
+        return target.parent, target.name
+    raise ConfigError(f"environment.build {build!r}: no such folder or Dockerfile")
+
+
+def context_digest(context: Path, dockerfile: str, build_args: dict[str, str], cache_file: Path | None) -> str:
+    """sha256 over what the build sees: the files .dockerignore lets through (names, exec bits,
+    contents, link targets) and the build args. A stat cache skips reading an unchanged tree."""
+    from docker.utils.build import exclude_paths
+
+    files = sorted(exclude_paths(str(context), _dockerignore(context), dockerfile=dockerfile))
+    stats = []
+    for rel in files:
+        st = os.lstat(context / rel)
+        stats.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode))
+    key = hashlib.sha256(json.dumps([stats, sorted(build_args.items()), dockerfile]).encode()).hexdigest()
+    cache = _read_cache(cache_file)
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    digest.update(json.dumps([dockerfile, sorted(build_args.items())]).encode())
+    for rel, _, _, _, mode in stats:
+        path = context / rel
+        digest.update(f"\0{rel}\0{mode & 0o111:o}\0".encode())
+        if stat.S_ISLNK(mode):
+            digest.update(os.readlink(path).encode())
+        elif stat.S_ISREG(mode):
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+    value = digest.hexdigest()
+    if cache_file is not None:
+        cache = dict(list(cache.items())[-50:])
+        cache[key] = value
+        with contextlib.suppress(OSError):
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+    return value
+
+
+def _dockerignore(context: Path) -> list[str]:
+    path = context / ".dockerignore"
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_cache(cache_file: Path | None) -> dict[str, str]:
+    if cache_file is None:
+        return {}
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}

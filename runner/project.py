@@ -60,6 +60,7 @@ class Environment:
     pull: str | None = None
     credentials: Credentials | None = None
     build: str | None = None
+    build_args: tuple[str, ...] = ()  # variable names passed to the build as --build-arg
 
 
 @dataclass(frozen=True)
@@ -617,8 +618,9 @@ class _Walker:
         if _is_str(node):
             hint = f"write `{what}: {{image: {node.value}}}`"
             raise self.error(f"{what} must be a mapping, not a string", node, hint)
-        fields = self.fields(node, what, ("image", "pull", "credentials", "build"))
+        fields = self.fields(node, what, ("image", "pull", "credentials", "build", "build_args"))
         image = pull = credentials = build = None
+        build_args: list[str] = []
         if "image" in fields and not (image := self.string(fields["image"], "image")).strip():
             raise self.error("image must not be empty", fields["image"])
         if "pull" in fields and (pull := self.string(fields["pull"], "pull")) not in PULL_POLICIES:
@@ -627,7 +629,13 @@ class _Walker:
             credentials = self.credentials(fields["credentials"])
         if "build" in fields:
             build = self.path(fields["build"], "environment.build")
-        return Environment(image=image, pull=pull, credentials=credentials, build=build)
+        for name, item in self.strings(fields.get("build_args", _NONE), "environment.build_args"):
+            if not _VAR_NAME.fullmatch(name):
+                raise self.error(f"build_args names variables; {name!r} is not a variable name", item)
+            build_args.append(name)
+        if build_args and build is None:
+            raise self.error("build_args needs build: a folder or Dockerfile to build", fields["build_args"])
+        return Environment(image=image, pull=pull, credentials=credentials, build=build, build_args=tuple(build_args))
 
     def credentials(self, node: Node) -> Credentials:
         fields = self.fields(node, "credentials", ("username", "password"))
@@ -881,6 +889,7 @@ def json_schema() -> dict[str, Any]:
                     "pull": {"enum": list(PULL_POLICIES)},
                     "credentials": credentials,
                     "build": text,
+                    "build_args": {"type": "array", "items": text},
                 }
             ),
             "notifications": _object({"all": recipients, "error": recipients}, additionalProperties=False),

@@ -50,6 +50,10 @@ from .variables import (
     suuid_from_digest,
 )
 
+# The pip and XDG caches of a root user: a second `pip install` of the same requirements is
+# served from here instead of downloading or building again.
+DEFAULT_CACHE = ("/root/.cache",)
+
 
 def grace_s() -> float:
     """Seconds between SIGTERM and SIGKILL when a run is stopped."""
@@ -82,6 +86,7 @@ class RunRequest:
     description: str | None = None
     token: str = ""
     run_id: str | None = None  # set when the id must be known before the run (--detach)
+    no_cache: bool = False  # no dependency cache volumes
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,9 @@ class Settings:
     gpus: int | str | None
     network: str
     timezone: str
-    cache: tuple[str, ...]
+    cache: tuple[str, ...]  # container paths kept in the project's cache volumes; () with --no-cache
+    build: str | None = None  # environment.build, when the image is built from the project
+    build_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -216,7 +223,21 @@ def _settings(request: RunRequest, project: Project, job: Job) -> Settings:
     if request.gpus is not None:
         gpus = request.gpus if request.gpus == "all" else _int_option(request.gpus, "--gpus")
     image = request.image or env.image or ""
-    return Settings(image, pull, timeout, cpus, memory, gpus, network, project.timezone_for(job), job.cache)
+    build = None if request.image else env.build
+    cache = () if request.no_cache else tuple(dict.fromkeys((*DEFAULT_CACHE, *job.cache)))
+    return Settings(
+        image,
+        pull,
+        timeout,
+        cpus,
+        memory,
+        gpus,
+        network,
+        project.timezone_for(job),
+        cache,
+        build,
+        env.build_args if build else (),
+    )
 
 
 def _int_option(value: str, option: str) -> int:
@@ -279,8 +300,11 @@ def _render_outputs(prepared: Prepared, variables: Variables) -> Rendered:
         check_relative_path(rendered, what="output.artifact")
         artifacts.append(rendered)
     image = render(prepared.settings.image, values, where=f"{where} environment.image").strip()
-    if not image or any(c.isspace() for c in image) or image.startswith("-"):
+    if prepared.settings.build is None and (not image or any(c.isspace() for c in image) or image.startswith("-")):
         raise ConfigError(f"{where}: image name {image!r} is not a valid image reference")
+    for name in prepared.settings.build_args:
+        if name not in values:
+            raise ConfigError(f"{where}: build_args names {name!r}, which is not a variable")
     creds = prepared.project.environment_for(job).credentials
     credentials = None
     if creds is not None:
@@ -313,16 +337,7 @@ def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
         variables = _variables(prepared, suuid_from_digest(package.sha256))
         rendered = _render_outputs(prepared, variables)
         payload_ref = _store_payload(prepared, store)
-        from .image import ensure_image
-
-        credentials = None
-        if rendered.credentials:
-            from .project import Credentials
-
-            credentials = Credentials(*rendered.credentials)
-        image = ensure_image(
-            api, rendered.image, pull=prepared.settings.pull, reporter=reporter, credentials=credentials
-        )
+        image = _image(prepared, api, store, rendered, variables, reporter)
         record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
         store.save_record(record)
         record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
@@ -339,6 +354,31 @@ def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
             _finish(store, record, status="failed", reason=f"engine: {exc.message}")
         raise
     return record
+
+
+def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables: Variables, reporter: Reporter):
+    """The image the job runs in: built from the project, or present per the pull policy."""
+    from .image import build_image, ensure_image
+
+    settings = prepared.settings
+    if settings.build is not None:
+        values = variables.as_dict()
+        return build_image(
+            api,
+            prepared.project.root,
+            settings.build,
+            build_args={name: values[name] for name in settings.build_args},
+            labels={"io.anna-run.project": prepared.project_id},
+            reporter=reporter,
+            mask=variables.masker().mask,
+            cache_file=store.cache_dir() / f"build-{prepared.project_id}.json",
+        )
+    credentials = None
+    if rendered.credentials:
+        from .project import Credentials
+
+        credentials = Credentials(*rendered.credentials)
+    return ensure_image(api, rendered.image, pull=settings.pull, reporter=reporter, credentials=credentials)
 
 
 def _package(prepared: Prepared, store: Store, reporter: Reporter):
@@ -401,6 +441,8 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
             "gpus": settings.gpus,
             "network": settings.network,
             "timezone": settings.timezone,
+            "cache": list(settings.cache),
+            "build": settings.build,
             "result": rendered.result,
             "artifacts": list(rendered.artifacts),
         },
@@ -457,6 +499,7 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
         memory=settings.memory,
         gpus=settings.gpus,
         payload=prepared.payload is not None,
+        volumes=_cache_volumes(api, prepared),
     )
     run_dir = store.run_dir(record.id)
     sink = LogSink(run_dir, variables.masker, reporter)
@@ -549,6 +592,24 @@ def _finish(store: Store, record: RunRecord, *, status: str, reason: str | None,
     with contextlib.suppress(AnnaRunError):
         store.save_record(final)
     return final
+
+
+def _cache_volumes(api, prepared: Prepared) -> tuple[tuple[str, str], ...]:
+    """One named volume per cache path of the project, kept between its runs (labelled, so
+    `gc` leaves them alone and `images prune` could find them)."""
+    volumes = []
+    for path in prepared.settings.cache:
+        tag = hashlib.sha256(path.encode()).hexdigest()[:12]
+        name = f"anna-run-cache-{prepared.project_id}-{tag}"
+        labels = {"io.anna-run.cache": path, "io.anna-run.project": prepared.project_id}
+        try:
+            api.create_volume(name, labels=labels)
+        except Exception as exc:
+            from .engine import _short
+
+            raise EngineError(f"cannot create the cache volume for {path}: {_short(exc)}") from None
+        volumes.append((name, path))
+    return tuple(volumes)
 
 
 def _file_chunks(path: Path, step: str, total: int, reporter: Reporter) -> Iterator[bytes]:

@@ -134,9 +134,26 @@ class Env:
         return self.store / "runs" / run_id
 
 
+def project_label(root: Path) -> str:
+    digest = hashlib.sha256(str(root.resolve()).encode()).digest()
+    return f"io.anna-run.project={suuid_from_digest(digest)}"
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    yield Env(tmp_path / "project", tmp_path / "store")
+    environment = Env(tmp_path / "project", tmp_path / "store")
+    yield environment
+    # The project's dependency-cache volumes outlive its runs by design, and --keep keeps a
+    # run's container and payload volume: none of that may outlive the test.
+    if environment.root.exists():
+        from anna_run.engine import connect
+
+        api = connect()
+        for container in api.containers(all=True, filters={"label": project_label(environment.root)}):
+            api.remove_container(container["Id"], force=True, v=True)  # left by --keep
+        filters = {"label": project_label(environment.root)}
+        for volume in (api.volumes(filters=filters) or {}).get("Volumes") or []:
+            api.remove_volume(volume["Name"], force=True)
 
 
 @pytest.fixture
@@ -145,8 +162,7 @@ def ours(api, env):
     runs of other tests or other suites on the same engine do not count)."""
 
     def snapshot() -> set[str]:
-        digest = hashlib.sha256(str(env.root.resolve()).encode()).digest()
-        label = {"label": f"io.anna-run.project={suuid_from_digest(digest)}"}
+        label = {"label": [project_label(env.root), "io.anna-run.run"]}
         containers = {c["Id"] for c in api.containers(all=True, filters=label)}
         volumes = {v["Name"] for v in (api.volumes(filters=label) or {}).get("Volumes") or []}
         return containers | volumes
