@@ -25,19 +25,6 @@ app = typer.Typer(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
-COMMANDS = (
-    "run",
-    "jobs",
-    "validate",
-    "schema",
-    "runs",
-    "show",
-    "logs",
-    "result",
-    "artifact",
-    "gc",
-    "_detached",
-)
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", help="Project folder (default: search upward).")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run).")]
@@ -155,6 +142,33 @@ def run_cmd(
     if quiet:
         reporter.quiet = True
     record = run_job(request, reporter)
+    if json_out:
+        _print_json(record.to_dict())
+    _say(_summary(record))
+    raise typer.Exit(exit_code_for(record))
+
+
+@app.command("rerun")
+@handled
+def rerun_cmd(
+    run: Annotated[str, typer.Argument(help="The run to repeat (id or unique prefix).")],
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="The run's secrets, K=V, again.")] = None,
+    store: StoreOpt = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+) -> None:
+    """Repeat a run exactly: same code package, payload, image and variables."""
+    import signal
+
+    from .rerun import rerun
+    from .run import exit_code_for
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    reporter = _reporter()
+    if quiet:
+        reporter.quiet = True
+    record = rerun(run, secrets=tuple(secret or ()), store=store, keep=keep, reporter=reporter)
     if json_out:
         _print_json(record.to_dict())
     _say(_summary(record))
@@ -514,6 +528,58 @@ def gc_cmd(
         typer.echo("nothing to remove")
 
 
+@app.command("images")
+@handled
+def images_cmd(
+    action: Annotated[str | None, typer.Argument(help="`prune`: remove anna-run's builds no container uses.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With prune: only say what would go.")] = False,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The images anna-run used or built: size, last used, runs; `images prune` removes unused builds."""
+    from .engine import connect
+    from .images import list_images, prune_builds
+
+    api = connect()
+    if action not in (None, "prune"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"images {action!r}: the only action is `prune`")
+    if action == "prune":
+        removed = prune_builds(api, dry_run=dry_run)
+        if json_out:
+            _print_json(removed)
+            return
+        verb = "would remove" if dry_run else "removed"
+        for image in removed:
+            typer.echo(f"{verb} {image['name']} ({image['size'] / 1e6:.1f} MB)")
+        if not removed:
+            typer.echo("no unused builds")
+        return
+    images = list_images(api, _store(store))
+    if json_out:
+        _print_json(images)
+        return
+    rows = [("IMAGE", "ID", "SIZE", "LAST USED", "RUNS")]
+    for image in images:
+        rows.append(
+            (
+                image["name"],
+                (image["id"] or "")[7:19],
+                "" if image["size"] is None else f"{image['size'] / 1e6:.1f} MB",
+                (image["last_used"] or "")[:19].replace("T", " "),
+                str(image["runs"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def command_names() -> set[str]:
+    return {command.name for command in app.registered_commands if command.name}
+
+
 def _shorthand(argv: list[str]) -> list[str]:
     """`anna-run JOB ...` means `anna-run run JOB ...` unless JOB names a command."""
     for i, arg in enumerate(argv):
@@ -521,7 +587,7 @@ def _shorthand(argv: list[str]) -> list[str]:
             if arg in ("--help", "--install-completion", "--show-completion"):
                 return argv
             continue
-        if arg not in COMMANDS:
+        if arg not in command_names():
             return [*argv[:i], "run", *argv[i:]]
         return argv
     return argv

@@ -53,6 +53,30 @@ def ensure_image(
     return ImageInfo(name=name, digest=digests[0] if digests else None, id=present["Id"])
 
 
+def ensure_pinned(api: docker.APIClient, image: ImageInfo, *, reporter: Reporter) -> ImageInfo:
+    """The exact image of an earlier run: by id when the engine still has it, else pulled by its
+    repo digest (which names the same content); anything else is a clear error, never a
+    look-alike image under the same tag."""
+    from docker.errors import ImageNotFound
+
+    if image.id:
+        try:
+            api.inspect_image(image.id)
+            return image
+        except ImageNotFound:
+            pass
+    if not image.digest:
+        raise EngineError(
+            f"the image of that run ({image.name}, {image.id}) is gone from the engine and has no repo digest to pull",
+            hint="build or load that image again; a locally built image is identified by its id only",
+        )
+    _pull(api, image.digest, reporter, None)
+    found = api.inspect_image(image.digest)
+    if image.id and found["Id"] != image.id:
+        raise EngineError(f"pulling {image.digest} gave image {found['Id']}, not the run's {image.id}")
+    return ImageInfo(name=image.name, digest=image.digest, id=found["Id"])
+
+
 def _pull(api: docker.APIClient, name: str, reporter: Reporter, credentials: Credentials | None) -> None:
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
@@ -33,7 +34,7 @@ from .project import (
     parse_duration,
     parse_memory,
 )
-from .record import BlobRef, CommandResult, RunRecord, now_iso
+from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .store.base import Store, open_store
 from .variables import (
     PAYLOAD_PATH,
@@ -49,6 +50,9 @@ from .variables import (
     resolve,
     suuid_from_digest,
 )
+
+if TYPE_CHECKING:
+    from .package import Package  # imported where packaging happens: it is not cheap
 
 # The pip and XDG caches of a root user: a second `pip install` of the same requirements is
 # served from here instead of downloading or building again.
@@ -104,6 +108,16 @@ class Settings:
     build_args: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Pin:
+    """What a rerun takes from the original run instead of from the working tree."""
+
+    rerun_of: str
+    package: Package
+    image: ImageInfo
+    project_root: str
+
+
 @dataclass
 class Prepared:
     """A validated run: every check passed, nothing created yet."""
@@ -120,6 +134,7 @@ class Prepared:
     settings: Settings
     warnings: list[str] = field(default_factory=list)
     _tmp: Path | None = None
+    pin: Pin | None = None  # a rerun: the code, image and place of the original run
 
     def cleanup(self) -> None:
         if self._tmp is not None:
@@ -358,9 +373,11 @@ def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
 
 def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables: Variables, reporter: Reporter):
     """The image the job runs in: built from the project, or present per the pull policy."""
-    from .image import build_image, ensure_image
+    from .image import build_image, ensure_image, ensure_pinned
 
     settings = prepared.settings
+    if prepared.pin is not None:
+        return ensure_pinned(api, prepared.pin.image, reporter=reporter)
     if settings.build is not None:
         values = variables.as_dict()
         return build_image(
@@ -381,9 +398,11 @@ def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables:
     return ensure_image(api, rendered.image, pull=settings.pull, reporter=reporter, credentials=credentials)
 
 
-def _package(prepared: Prepared, store: Store, reporter: Reporter):
+def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
     from .package import build_package
 
+    if prepared.pin is not None:
+        return prepared.pin.package
     reporter.step_started("package", str(prepared.project.root))
     root = prepared.project.root
     store_root = Path(store.location)
@@ -416,7 +435,8 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
         id=prepared.run_id,
         job=job.name,
         project=prepared.project_id,
-        project_root=str(prepared.project.root),
+        project_root=prepared.pin.project_root if prepared.pin else str(prepared.project.root),
+        rerun_of=prepared.pin.rerun_of if prepared.pin else None,
         status="running",
         commands=tuple(CommandResult(command=c, exit_code=None) for c in _echoes(job, variables)),
         created_at=now_iso(),
