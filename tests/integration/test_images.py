@@ -9,12 +9,12 @@ BB = "anna-run/busybox:latest"
 
 def _build_project(env, marker: str = "v1"):
     return env.project(
-        f"""
+        """
         environment:
           build: docker/
           build_args: [GREETING]
-        variables: {{GREETING: hello}}
-        b: {{job: ['cat /built; echo "arg=$(cat /arg)"']}}
+        variables: {GREETING: hello}
+        b: {job: ['cat /built; echo "arg=$(cat /arg)"']}
         """,
         {
             "docker/Dockerfile": f"FROM {BB}\nARG GREETING\nCOPY marker.txt /built\nRUN echo $GREETING > /arg\n",
@@ -84,12 +84,14 @@ def test_dependency_cache_volume_is_reused(env, busybox, api):
     env.project(f"""
         environment: {{image: {BB}}}
         c:
-          job: ['cat /root/.cache/seen 2>/dev/null || echo first; echo seen > /root/.cache/seen; echo x >> /extra/n; wc -l < /extra/n']
+          job:
+            - cat /root/.cache/seen 2>/dev/null || echo first; echo seen > /root/.cache/seen
+            - echo x >> /extra/n; wc -l < /extra/n
           cache: [/extra]
         """)
     first = env.run("c", "--network", "none")
     second = env.run("c", "--network", "none")
-    assert "first" in first.stdout and "seen" in second.stdout.split("\n", 2)[1]
+    assert "first" in first.stdout and "seen" in second.stdout.split("\n")[1]
     assert second.stdout.strip().endswith("2")
     rec = env.last()
     volumes = (api.volumes(filters={"label": f"io.anna-run.project={rec['project']}"}) or {}).get("Volumes") or []
