@@ -90,12 +90,18 @@ def _pull(api: docker.APIClient, name: str, reporter: Reporter, credentials: Cre
         reraise=True,
     )
     def attempt() -> None:
+        layers: dict[str, tuple[int, int]] = {}  # layer id -> (bytes done, bytes total)
         for event in api.pull(repo, tag=tag, stream=True, decode=True, auth_config=auth):
             if "error" in event:
                 raise _PullFailed(str(event.get("error")))
-            status = event.get("status", "")
-            if status and "id" not in event:
-                reporter.info(f"pull {name}: {status}")
+            status, detail = event.get("status", ""), event.get("progressDetail") or {}
+            if "id" not in event:
+                if status:
+                    reporter.info(f"pull {name}: {status}")
+            elif status == "Downloading" and detail.get("total"):
+                layers[event["id"]] = (detail.get("current", 0), detail["total"])
+                done, total = (sum(values) for values in zip(*layers.values(), strict=True))
+                reporter.bytes_done("pull", done, total)
 
     reporter.step_started("pull", name)
     try:

@@ -134,6 +134,24 @@ class Env:
         return self.store / "runs" / run_id
 
 
+def host_paths(binds: list[str] | None) -> list[str]:
+    """Bind mounts of host paths (Podman lists named volumes as `name:/path` binds too)."""
+    return [b for b in binds or [] if b.startswith("/")]
+
+
+def run_resources(api, root: Path) -> set[str]:
+    """Containers and volumes of runs of the project at ``root`` (not its cache volumes). The
+    second label is checked here: Podman does not AND several label filters on volumes."""
+    label = {"label": project_label(root)}
+    containers = {c["Id"] for c in api.containers(all=True, filters=label)}
+    volumes = {
+        v["Name"]
+        for v in (api.volumes(filters=label) or {}).get("Volumes") or []
+        if "io.anna-run.run" in (v.get("Labels") or {})
+    }
+    return containers | volumes
+
+
 def project_label(root: Path) -> str:
     digest = hashlib.sha256(str(root.resolve()).encode()).digest()
     return f"io.anna-run.project={suuid_from_digest(digest)}"
@@ -161,13 +179,7 @@ def ours(api, env):
     """Ids of the containers and volumes anna-run made for this test's project (by its label, so
     runs of other tests or other suites on the same engine do not count)."""
 
-    def snapshot() -> set[str]:
-        label = {"label": [project_label(env.root), "io.anna-run.run"]}
-        containers = {c["Id"] for c in api.containers(all=True, filters=label)}
-        volumes = {v["Name"] for v in (api.volumes(filters=label) or {}).get("Volumes") or []}
-        return containers | volumes
-
-    return snapshot
+    return lambda: run_resources(api, env.root)
 
 
 @pytest.fixture
@@ -175,3 +187,52 @@ def scratch_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="anna-run-test-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def podman(busybox, tmp_path_factory) -> Iterator[str]:
+    """Podman's Docker-compatible API on a private socket (rootful, as CI runs), with the busybox
+    test image loaded into it; yields the DOCKER_HOST value. Stopped by its PID afterwards."""
+    import signal
+    import time
+
+    if shutil.which("podman") is None:
+        if os.environ.get("CI"):
+            pytest.fail("podman is not installed; .ci/run installs Debian's podman", pytrace=False)
+        pytest.skip("podman is not installed on this machine (CI installs Debian's podman)")
+    base = tmp_path_factory.mktemp("podman")
+    # Rootful Podman in a container sandbox cannot set RLIMIT_NOFILE: no default ulimits.
+    (base / "containers.conf").write_text("[containers]\ndefault_ulimits = []\n")
+    sock = base / "podman.sock"
+    with open(base / "service.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            env={**os.environ, "CONTAINERS_CONF": str(base / "containers.conf")},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    host = f"unix://{sock}"
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not sock.exists():
+            pytest.fail(f"podman system service did not start: {(base / 'service.log').read_text()[-2000:]}")
+        saved = subprocess.run(["docker", "save", BUSYBOX], check=True, capture_output=True).stdout
+        podman_client(host).load_image(saved)
+        yield host
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def podman_client(host: str):
+    import docker
+
+    return docker.APIClient(base_url=host, version="auto", timeout=120)
