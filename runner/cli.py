@@ -68,7 +68,7 @@ def _say(text: str) -> None:
 def _reporter(json_lines: bool = False):
     from .progress import JsonReporter, PlainReporter, RichReporter
 
-    if json_lines:
+    if json_lines or os.environ.get("ANNA_RUN_PROGRESS") == "json":
         return JsonReporter()
     if sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
         return RichReporter()

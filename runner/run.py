@@ -542,6 +542,7 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
             if not outcome.cancelled:
                 reporter.step_started("collect", "result and artifacts")
                 collected = collect(sandbox, run_dir, result=rendered.result, artifacts=rendered.artifacts)
+                reporter.step_done("collect", f"{len(collected.artifacts)} artifact file(s)")
     finally:
         sink.close()
     statuses = parse_status(status_text, len(prepared.job.commands), outcome.exit_code)

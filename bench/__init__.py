@@ -1,0 +1,1 @@
+"""`make bench`: anna-run measured against its yardsticks, side by side, on this machine."""

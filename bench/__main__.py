@@ -1,0 +1,91 @@
+"""Run the benchmark rows and write bench/RESULTS.md and bench/results.json.
+
+    python -m bench            # the full sizes (make bench)
+    python -m bench --smoke    # one repetition, small sizes (the test suite runs this)
+
+Each row times ours and its yardstick interleaved (A B A B ...) so drift cancels, and reports
+the medians and their ratio against the target."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .rows import ROWS, Context
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--smoke", action="store_true", help="one repetition, small sizes")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per row")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--only", action="append", default=[], help="run only these rows (by key)")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="anna-run-bench-"))
+    ctx = Context(work=work, smoke=args.smoke, reps=args.reps or (1 if args.smoke else 10))
+    results = []
+    started = time.monotonic()
+    try:
+        for row in ROWS:
+            if args.only and row.key not in args.only:
+                continue
+            print(f"[bench] {row.title} ...", file=sys.stderr, flush=True)
+            produced = row.run(ctx)
+            for result in produced if isinstance(produced, list) else [produced]:
+                results.append(result)
+                print(f"[bench]   {format_line(result)}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "python": platform.python_version(),
+        "smoke": args.smoke,
+        "reps": ctx.reps,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
+    table = render(results, meta)
+    (args.out / "RESULTS.md").write_text(table)
+    print(table)
+    return 0
+
+
+def format_line(r: dict) -> str:
+    ours = "" if r["ours"] is None else f"{r['ours']:.3f} {r['unit']}"
+    yard = "" if r["yardstick"] is None else f" vs {r['yardstick']:.3f} {r['unit']}"
+    ratio = "" if r["ratio"] is None else f" ratio {r['ratio']:.2f}"
+    return f"{ours}{yard}{ratio} target {r['target']}: {r['verdict']}"
+
+
+def render(results: list[dict], meta: dict) -> str:
+    lines = [
+        "# anna-run benchmarks",
+        "",
+        f"{meta['when']} · {meta['machine']} · Python {meta['python']} · "
+        f"{meta['reps']} repetition(s) per side, interleaved · {meta['seconds']} s"
+        + (" · **smoke run (small sizes)**" if meta["smoke"] else ""),
+        "",
+        "| row | ours (median) | yardstick (median) | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ours = "—" if r["ours"] is None else f"{r['ours']:.3f} {r['unit']}"
+        yard = "—" if r["yardstick"] is None else f"{r['yardstick']:.3f} {r['unit']} ({r['yardstick_name']})"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['title']} | {ours} | {yard} | {ratio} | {r['target']} | {r['verdict']} |")
+    notes = [f"- **{r['title']}**: {r['note']}" for r in results if r.get("note")]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

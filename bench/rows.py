@@ -1,0 +1,327 @@
+"""The benchmark rows: each times anna-run and, where there is one, its yardstick."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX = "anna-run/busybox:latest"
+MB = 1 << 20
+
+
+@dataclass
+class Context:
+    work: Path
+    smoke: bool
+    reps: int
+
+    def size(self, full: int, smoke: int) -> int:
+        return smoke if self.smoke else full
+
+
+def anna_run(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("anna-run")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "anna_run.cli", *args]
+
+
+def project(root: Path, yml: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "askanna.yml").write_text(yml)
+    return root
+
+
+def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def interleave(
+    reps: int, ours: Callable[[], float], yardstick: Callable[[], float] | None
+) -> tuple[float, float | None]:
+    """Medians of ``reps`` runs of each, A B A B, after one warm-up of each."""
+    ours()
+    if yardstick:
+        yardstick()
+    a, b = [], []
+    for _ in range(reps):
+        a.append(ours())
+        if yardstick:
+            b.append(yardstick())
+    return statistics.median(a), (statistics.median(b) if b else None)
+
+
+def peak_rss_mb(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int]:
+    """Peak resident memory of exactly this process (not the engine's), and its exit code."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, proc.returncode
+
+
+def result(title, ours, yardstick, yardstick_name, unit, target, verdict_ok, note="", ratio=None) -> dict:
+    if ratio is None and ours is not None and yardstick:
+        ratio = ours / yardstick
+    verdict = "n/a" if verdict_ok is None else ("yes" if verdict_ok else "**no**")
+    return {
+        "title": title,
+        "ours": ours,
+        "yardstick": yardstick,
+        "yardstick_name": yardstick_name,
+        "unit": unit,
+        "ratio": ratio,
+        "target": target,
+        "verdict": verdict,
+        "note": note,
+    }
+
+
+def env_for(ctx: Context, store: str) -> dict:
+    return {**os.environ, "ANNA_RUN_STORE": str(ctx.work / store), "NO_COLOR": "1"}
+
+
+# -- rows ------------------------------------------------------------------------------------------
+def trivial(ctx: Context) -> dict:
+    root = project(ctx.work / "trivial", f"environment: {{image: {BUSYBOX}}}\nt: {{job: ['true']}}\n")
+    env = env_for(ctx, "store-trivial")
+    ours, yard = interleave(
+        ctx.reps,
+        lambda: timed(anna_run("t", "--network", "none", "-q", "--no-cache"), root, env),
+        lambda: timed(["docker", "run", "--rm", "--network", "none", BUSYBOX, "true"]),
+    )
+    return result("trivial job", ours, yard, "docker run --rm", "s", "ratio ≤ 1.3", ours / yard <= 1.3)
+
+
+def _collect_seconds(root: Path, env: dict) -> float:
+    proc = subprocess.run(
+        anna_run("c", "--network", "none", "-q", "--no-cache"),
+        cwd=root,
+        env={**env, "ANNA_RUN_PROGRESS": "json"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    start = next(e["t"] for e in events if e.get("event") == "step_started" and e.get("step") == "collect")
+    end = next(e["t"] for e in events if e.get("event") == "step_done" and e.get("step") == "collect")
+    return end - start
+
+
+def collection(ctx: Context) -> dict:
+    size_mb = ctx.size(200, 5)
+    make = f"mkdir -p out && head -c {size_mb}m /dev/zero > out/big.bin"
+    root = project(
+        ctx.work / "collect",
+        f"environment: {{image: {BUSYBOX}}}\nc:\n  job: ['{make}']\n  output: {{artifact: [out/]}}\n",
+    )
+    env = env_for(ctx, "store-collect")
+    name = f"anna-run-bench-cp-{os.getpid()}"
+    subprocess.run(
+        ["docker", "run", "--name", name, "--network", "none", "-w", "/code", BUSYBOX, "sh", "-c", make],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    dest = ctx.work / "cp-dest"
+
+    def docker_cp() -> float:
+        if dest.exists():
+            dest.unlink()
+        return timed(["docker", "cp", f"{name}:/code/out/big.bin", str(dest)])
+
+    try:
+        ours, yard = interleave(ctx.reps, lambda: _collect_seconds(root, env), docker_cp)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], stdout=subprocess.DEVNULL, check=False)
+    return result(
+        f"collection ({size_mb} MB artifact)",
+        ours,
+        yard,
+        "docker cp",
+        "s",
+        "ratio ≤ 1.1",
+        ours / yard <= 1.1,
+        note="ours is the collect step alone (JSON progress events), streamed, hashed and written",
+    )
+
+
+def _make_tree(root: Path, files: int, total: int) -> None:
+    each = max(1, total // files)
+    block = os.urandom(min(each, MB))
+    for i in range(files):
+        folder = root / f"d{i % 100:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"f{i:05d}.bin", "wb") as f:
+            left = each
+            while left > 0:
+                f.write(block[: min(left, len(block))])
+                left -= len(block)
+    time.sleep(2.1)  # past packaging's racy-timestamp window, so the stat cache may be used
+
+
+def packaging(ctx: Context) -> list[dict]:
+    from anna_run.package import build_package
+
+    files, total = ctx.size(10_000, 200), ctx.size(1024 * MB, 10 * MB)
+    root = ctx.work / "tree"
+    _make_tree(root, files, total)
+    packages = ctx.work / "packages"
+    counter = iter(range(10**6))
+
+    def cold() -> float:
+        out = packages / f"cold-{next(counter)}"
+        out.mkdir(parents=True)
+        start = time.perf_counter()
+        build_package(root, out, cache_file=out / "cache.json")
+        took = time.perf_counter() - start
+        for tar in out.glob("*.tar"):
+            tar.unlink()
+        return took
+
+    ours, yard = interleave(
+        max(3, ctx.reps // 3), cold, lambda: timed(["bash", "-c", f"tar -C {root} -cf - . | sha256sum"])
+    )
+    warm_dir = packages / "warm"
+    warm_dir.mkdir(parents=True)
+    build_package(root, warm_dir, cache_file=warm_dir / "cache.json")
+
+    def warm() -> float:
+        start = time.perf_counter()
+        package = build_package(root, warm_dir, cache_file=warm_dir / "cache.json")
+        assert package.reused, "the unchanged tree was packed again"
+        return time.perf_counter() - start
+
+    warm_s, _ = interleave(ctx.reps, warm, None)
+    label = f"{total // MB} MB / {files:,} files"
+    return [
+        result(
+            f"packaging warm ({label})",
+            warm_s,
+            None,
+            "",
+            "s",
+            "< 0.1 s added",
+            warm_s < 0.1,
+            note="an unchanged tree: a stat walk, no file read",
+        ),
+        result(
+            f"packaging cold ({label})",
+            ours,
+            yard,
+            "tar c \\| sha256sum",
+            "s",
+            "ratio ≤ 1.2",
+            ours / yard <= 1.2,
+            note="canonical tar written to the store and hashed in one pass (page cache warm for both)",
+        ),
+    ]
+
+
+def listing(ctx: Context) -> dict:
+    from anna_run.record import RunRecord
+
+    count = ctx.size(10_000, 200)
+    store = ctx.work / "store-list"
+    runs = store / "runs"
+    for i in range(count):
+        record = RunRecord(
+            id=f"run-{i:06d}",
+            job="train",
+            project="bench-proj",
+            status="succeeded",
+            created_at=f"2026-01-01T00:00:00.{i:06d}Z",
+            exit_code=0,
+            variables={"MODEL": "linear"},
+        )
+        (runs / record.id).mkdir(parents=True)
+        (runs / record.id / "run.json").write_text(record.to_json())
+    env = env_for(ctx, "store-list")
+    subprocess.run(anna_run("runs", "--all", "--reindex", "--limit", "1"), env=env, check=True, capture_output=True)
+    ours, _ = interleave(ctx.reps, lambda: timed(anna_run("runs", "--json", "--all"), ctx.work, env), None)
+    return result(f"listing (`runs --json`, {count:,} runs)", ours, None, "", "s", "< 0.3 s", ours < 0.3)
+
+
+def memory(ctx: Context) -> dict:
+    payload_mb, artifact_mb = ctx.size(200, 20), ctx.size(2048, 50)
+    root = project(
+        ctx.work / "memory",
+        (
+            f"environment: {{image: {BUSYBOX}}}\n"
+            "p: {job: ['wc -c $PAYLOAD_PATH']}\n"
+            f"a:\n  job: ['mkdir -p out && head -c {artifact_mb}m /dev/zero > out/big.bin']\n"
+            "  output: {artifact: [out/]}\n"
+        ),
+    )
+    chunk = json.dumps("x" * (MB - 16))
+    with open(root / "payload.json", "w") as f:
+        f.write('{"FIRST": "small", "data": [')
+        f.write(",".join(chunk for _ in range(payload_mb)))
+        f.write("]}")
+    env = env_for(ctx, "store-memory")
+    rss_payload, code_p = peak_rss_mb(anna_run("p", "--payload", "payload.json", "--network", "none", "-q"), root, env)
+    rss_artifact, code_a = peak_rss_mb(anna_run("a", "--network", "none", "-q"), root, env)
+    assert code_p == 0 and code_a == 0, (code_p, code_a)
+    worst = max(rss_payload, rss_artifact)
+    return result(
+        f"memory (peak RSS: {payload_mb} MB payload, {artifact_mb} MB artifact)",
+        worst,
+        None,
+        "",
+        "MB",
+        "< 150 MB",
+        worst < 150,
+        note=f"payload run {rss_payload:.0f} MB, artifact run {rss_artifact:.0f} MB",
+    )
+
+
+def s3_upload(ctx: Context) -> dict:
+    return result(
+        "S3 upload",
+        None,
+        None,
+        "",
+        "",
+        "ratio ≤ 1.1; unchanged package: 0 bytes",
+        None,
+        note="not measured yet: the S3 store is being built (issue 4)",
+    )
+
+
+def queue(ctx: Context) -> dict:
+    return result(
+        "queue (submit → container start)",
+        None,
+        None,
+        "",
+        "",
+        "< 0.5 s added",
+        None,
+        note="not measured yet: runner hosts are not built (issue 5)",
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    title: str
+    fn: Callable[[Context], dict | list[dict]]
+
+    def run(self, ctx: Context) -> list[dict] | dict:
+        return self.fn(ctx)
+
+
+ROWS = [
+    Row("trivial", "trivial job", trivial),
+    Row("collection", "collection", collection),
+    Row("packaging", "packaging warm and cold", packaging),
+    Row("s3", "S3 upload", s3_upload),
+    Row("listing", "listing", listing),
+    Row("queue", "queue", queue),
+    Row("memory", "memory", memory),
+]
