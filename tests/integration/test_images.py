@@ -171,3 +171,17 @@ def test_second_pip_install_uses_the_cache(env, python_image):
     second = env.run("t", "--network", "none", timeout=300)
     assert second.returncode == 0, second.output
     assert "Building wheel" not in second.stdout and "Using cached slowpkg" in second.stdout
+
+
+def test_build_log_streams_masked(env, busybox, api):
+    env.project(
+        """
+        environment: {build: Dockerfile, build_args: [API_TOKEN]}
+        b: {job: [echo ran]}
+        """,
+        {"Dockerfile": f"FROM {BB}\nARG API_TOKEN\nRUN echo building-with-$API_TOKEN\n"},
+    )
+    res = env.run("b", "--network", "none", "--secret", "API_TOKEN=tok-very-secret-1")
+    assert res.returncode == 0, res.output
+    assert "building-with-***" in res.stderr and "tok-very-secret-1" not in res.output
+    _remove_built(api, env.last())
