@@ -342,9 +342,7 @@ def runs_cmd(
                 r.name or "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
 
 
 def _store(location: str | None):
@@ -518,14 +516,26 @@ def gc_cmd(
     from .orphans import collect_garbage
 
     removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
+    _removed(removed, dry_run, json_out, lambda i: f"{i['kind']} {i['name']} (run {i['run']})", "nothing to remove")
+
+
+def _removed(items: list[dict], dry_run: bool, json_out: bool, describe: Callable[[dict], str], none: str) -> None:
+    """What a clean-up removed (or, with --dry-run, would remove)."""
     if json_out:
-        _print_json(removed)
+        _print_json(items)
         return
     verb = "would remove" if dry_run else "removed"
-    for item in removed:
-        typer.echo(f"{verb} {item['kind']} {item['name']} (run {item['run']})")
-    if not removed:
-        typer.echo("nothing to remove")
+    for item in items:
+        typer.echo(f"{verb} {describe(item)}")
+    if not items:
+        typer.echo(none)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Left-aligned columns, the first row a header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @app.command("images")
@@ -547,14 +557,7 @@ def images_cmd(
         raise ConfigError(f"images {action!r}: the only action is `prune`")
     if action == "prune":
         removed = prune_builds(api, dry_run=dry_run)
-        if json_out:
-            _print_json(removed)
-            return
-        verb = "would remove" if dry_run else "removed"
-        for image in removed:
-            typer.echo(f"{verb} {image['name']} ({image['size'] / 1e6:.1f} MB)")
-        if not removed:
-            typer.echo("no unused builds")
+        _removed(removed, dry_run, json_out, lambda i: f"{i['name']} ({i['size'] / 1e6:.1f} MB)", "no unused builds")
         return
     images = list_images(api, _store(store))
     if json_out:
@@ -571,9 +574,7 @@ def images_cmd(
                 str(image["runs"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
 
 
 def command_names() -> set[str]:
