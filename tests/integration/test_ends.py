@@ -206,3 +206,14 @@ def test_killed_runner_is_noticed_and_gc_removes_its_container(env, busybox, api
     shown = env.run("show", rec["id"], "--json")
     lost = json.loads(shown.stdout)
     assert lost["status"] == "failed" and lost["reason"] == "runner lost"
+
+
+def test_timeout_holds_when_the_job_closes_its_output(env, busybox):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        quiet: {{job: ['exec >/dev/null 2>&1; sleep 30'], timeout: 2s}}
+        """)
+    start = time.monotonic()
+    res = env.run("quiet", "--network", "none", ANNA_RUN_GRACE="1")
+    assert res.returncode == 124 and time.monotonic() - start < 15, res.output
+    assert env.last()["status"] == "timeout"
