@@ -368,6 +368,11 @@ def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
         if record is not None:
             _finish(store, record, status="failed", reason=f"engine: {exc.message}")
         raise
+    except Exception as exc:  # a store fault or a bug: the record still says how the run ended
+        if record is not None:
+            message = exc.message if isinstance(exc, AnnaRunError) else f"internal error: {type(exc).__name__}: {exc}"
+            _finish(store, record, status="failed", reason=message)
+        raise
     return record
 
 
