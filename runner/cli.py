@@ -27,7 +27,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", help="Project folder (default: search upward).")]
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run).")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Run store: a folder (default ~/.local/share/anna-run) or s3://bucket/prefix."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: the latest run).")]
 
@@ -250,6 +253,8 @@ def _summary(record) -> str:
         line += f"; result {record.result.path} ({record.result.size} bytes)"
     if record.artifacts:
         line += f"; {len(record.artifacts)} artifact file(s)"
+    if getattr(record, "upload", None) == "pending":
+        line += "; upload pending: run `anna-run sync`"
     return line + f"; `anna-run show {record.id}`"
 
 
@@ -329,20 +334,24 @@ def runs_cmd(
     if json_out:
         _print_json([r.to_dict() for r in records])
         return
-    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "NAME")]
+    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME")]
     for r in records:
         rows.append(
             (
                 r.id,
                 r.job,
-                r.status,
+                r.status + (" (upload pending)" if r.upload == "pending" else ""),
                 "" if r.exit_code is None else str(r.exit_code),
                 (r.started_at or r.created_at or "")[:19].replace("T", " "),
                 "" if r.duration_s is None else f"{r.duration_s:.1f}s",
+                f"queue {r.queue}" if r.queue is not None and r.status == "queued" else r.host,
                 r.name or "",
             )
         )
     _table(rows)
+    waiting = sum(r.upload == "pending" for r in records)
+    if waiting:
+        _say(f"{waiting} run(s) not uploaded to {st.location} yet: run `anna-run sync`")
 
 
 def _store(location: str | None):
@@ -396,6 +405,9 @@ def show_cmd(run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = N
     typer.echo(f"run       {record.id}  {record.name or ''}".rstrip())
     typer.echo(f"job       {record.job}")
     typer.echo(f"status    {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    if record.queue is not None:  # a submitted run
+        worker = f"   worker {record.worker}" if record.worker else ""
+        typer.echo(f"queue     {record.queue}   host {record.host or '-'}{worker}   attempts {record.attempts}")
     typer.echo(f"exit code {record.exit_code}")
     typer.echo(f"started   {record.started_at}   finished {record.finished_at}   ({record.duration_s} s)")
     if record.image:
@@ -434,21 +446,36 @@ def logs_cmd(
             out.write(chunk)
         out.flush()
         return
+    if record.queue is not None and not record.is_final:
+        _follow_remote(st, record, stream, out)
+        return
     _follow(st, record, stream, out)
 
 
+def _follow_remote(st, record, stream: str, out) -> None:
+    """A submitted run: its live log from the runner host (Redis), then the stored log."""
+    from .hosts.submit import follow_remote
+
+    wanted = ("stdout", "stderr", "stored-log") if stream == "log" else (stream, f"stored-{stream}")
+
+    def emit(kind: str, text: str) -> None:
+        if kind in wanted and text:
+            out.write(text.encode("utf-8", "replace"))
+            out.flush()
+        elif kind == "attempt" and text != "attempt 1" and not text.startswith("attempt 1 "):
+            _say(f"{text}: an earlier host was lost, the log starts over")
+
+    follow_remote(st, record, emit)
+
+
 def _follow(st, record, stream: str, out) -> None:
-    name = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}[stream]
-    path = st.run_dir(record.id) / name
     offset = 0
     while True:
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(offset)
-                while chunk := f.read(1 << 16):
-                    out.write(chunk)
-                    offset += len(chunk)
-            out.flush()
+        # Through the store: the log of an S3 run moves from the spool to S3 when the run ends.
+        for chunk in st.iter_log(record.id, stream, offset):
+            out.write(chunk)
+            offset += len(chunk)
+        out.flush()
         if record.is_final:
             return
         time.sleep(0.3)
@@ -469,13 +496,20 @@ def result_cmd(
     st, record = _record(store, run, project)
     if record.result is None:
         raise NotFound(f"run {record.id} has no result")
-    src = st.run_dir(record.id) / "result" / record.result.path
+    chunks = st.iter_file(record.id, f"result/{record.result.path}")
     if output is not None:
-        shutil.copyfile(src, output)
+        try:
+            with open(output, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+        except OSError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--output {output}: {exc.strerror or exc}") from None
         _say(f"wrote {output} ({record.result.size} bytes)")
         return
-    with open(src, "rb") as f:
-        shutil.copyfileobj(f, sys.stdout.buffer)
+    for chunk in chunks:
+        sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
 
 
@@ -497,10 +531,8 @@ def artifact_cmd(
             for a in record.artifacts:
                 typer.echo(f"{a.path}\t{a.size}\t{a.sha256}")
         return
-    src = st.run_dir(record.id) / "artifacts"
-    if src.exists():
-        shutil.copytree(src, output, symlinks=True, dirs_exist_ok=True)
-    _say(f"copied {len(record.artifacts)} file(s) into {output}")
+    count = st.fetch_artifacts(record, output)
+    _say(f"copied {count} file(s) into {output}")
 
 
 # -- housekeeping --------------------------------------------------------------------------------
@@ -517,6 +549,35 @@ def gc_cmd(
 
     removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
     _removed(removed, dry_run, json_out, lambda i: f"{i['kind']} {i['name']} (run {i['run']})", "nothing to remove")
+
+
+@app.command("sync")
+@handled
+def sync_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
+    """Complete the uploads that could not finish (S3 store); idempotent, safe while runs go on."""
+    from .errors import StoreError
+    from .store.base import open_store
+
+    st = open_store(store, reporter=_reporter())
+    _notice_lost(st, st.pending())  # a spooled run whose anna-run died: recorded failed, then uploaded
+    report = st.sync()
+    if json_out:
+        pending = [{"run": run_id, "reason": why} for run_id, why in report.pending]
+        _print_json({"uploaded": list(report.uploaded), "pending": pending, "running": list(report.running)})
+    else:
+        for run_id in report.uploaded:
+            typer.echo(f"uploaded {run_id}")
+        for run_id, why in report.pending:
+            _say(f"still pending {run_id}: {why}")
+        if report.running:
+            typer.echo(f"{len(report.running)} run(s) going on: each uploads itself when it ends")
+        if not report.uploaded and not report.pending:
+            typer.echo("nothing to upload")
+    if report.pending:
+        raise StoreError(
+            f"{len(report.pending)} run(s) not uploaded to {st.location} yet",
+            hint="nothing is lost: run `anna-run sync` again once the store answers",
+        )
 
 
 def _removed(items: list[dict], dry_run: bool, json_out: bool, describe: Callable[[dict], str], none: str) -> None:
@@ -575,6 +636,143 @@ def images_cmd(
             )
         )
     _table(rows)
+
+
+# -- runner hosts (Celery; see README "Runner hosts") -------------------------------------------
+@app.command("submit", context_settings={"allow_interspersed_args": True})
+@handled
+def submit_cmd(
+    job: Annotated[str, typer.Argument(help="The job to run on a runner host.")],
+    queue: Annotated[str, typer.Option("--queue", help="The runner hosts' queue.")] = "default",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the log; exit with the job's code.")] = False,
+    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
+    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    project: ProjectOpt = None,
+    store: StoreOpt = None,
+    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
+    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
+    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
+    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
+    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="With --wait: print the final record.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+) -> None:
+    """Queue JOB for the runner hosts (broker: ANNA_RUN_BROKER); prints the run id."""
+    from .hosts.submit import submit
+    from .hosts.submit import wait as follow_run
+    from .run import RunRequest, exit_code_for
+
+    request = RunRequest(
+        job=job,
+        project=project,
+        payload=payload,
+        variables=tuple(var or ()),
+        secrets=tuple(secret or ()),
+        env_files=tuple(env_file or ()),
+        store=store,
+        image=image,
+        pull=pull,
+        timeout=timeout,
+        cpus=cpus,
+        memory=memory,
+        gpus=gpus,
+        network=network,
+        keep=keep,
+        no_cache=no_cache,
+        name=name,
+        description=description,
+        token=os.environ.get("AA_TOKEN", ""),
+    )
+    reporter = _reporter()
+    if quiet:
+        reporter.quiet = True
+    record = submit(request, queue, reporter)
+    typer.echo(record.id)
+    sys.stdout.flush()
+    if not wait:
+        return
+    try:
+        final = follow_run(_store(store), record, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        _say(f"stopped following; run {record.id} goes on (`anna-run logs -f {record.id}`, `anna-run cancel`)")
+        raise typer.Exit(130) from None
+    if json_out:
+        _print_json(final.to_dict())
+    _say(_summary(final))
+    raise typer.Exit(exit_code_for(final))
+
+
+@app.command("worker")
+@handled
+def worker_cmd(
+    queue: Annotated[str, typer.Option("--queue", "-Q", help="Queues to take runs from: Q or Q1,Q2.")] = "default",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Runs at once on this host.")] = 1,
+    store: StoreOpt = None,
+) -> None:
+    """Be a runner host: a Celery worker running submitted jobs with this host's engine."""
+    from .errors import ConfigError
+    from .hosts.worker import serve
+
+    queues = tuple(dict.fromkeys(q.strip() for q in queue.split(",") if q.strip()))
+    if not queues:
+        raise ConfigError("--queue: name at least one queue")
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    serve(queues, concurrency, store)
+
+
+@app.command("hosts")
+@handled
+def hosts_cmd(json_out: JsonOpt = False) -> None:
+    """The live runner hosts (workers): their queues and the runs they run."""
+    from .hosts.control import list_hosts
+
+    workers = list_hosts()
+    if json_out:
+        _print_json(workers)
+        return
+    rows = [("WORKER", "HOST", "QUEUES", "SLOTS", "STATE", "RUNNING")]
+    for w in workers:
+        running = ", ".join(f"{run['id']} ({run['job']})" for run in w["runs"]) or "-"
+        rows.append(
+            (w["worker"], w["host"], ",".join(w["queues"]), f"{len(w['runs'])}/{w['concurrency']}", w["state"], running)
+        )
+    _table(rows)
+    if not workers:
+        _say("no live runner hosts")
+
+
+@app.command("cancel")
+@handled
+def cancel_cmd(
+    run: Annotated[str, typer.Argument(help="The run to cancel (id or unique prefix).")],
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait until it has stopped.")] = False,
+    store: StoreOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Cancel a run: a queued one leaves the queue, a running one is stopped (container removed)."""
+    from .hosts.control import cancel
+    from .run import grace_s
+
+    st = _store(store)
+    record = cancel(st, st.get(run), wait=None if no_wait else grace_s() + 60)
+    if json_out:
+        _print_json(record.to_dict())
+    if record.status == "cancelled":
+        _say(f"run {record.id} cancelled")
+    elif not record.is_final:
+        _say(f"run {record.id}: cancel requested; {record.host or 'its host'} stops it")
+    else:
+        _say(f"run {record.id} ended {record.status} before it could be cancelled")
+        raise typer.Exit(1)
 
 
 def command_names() -> set[str]:

@@ -14,11 +14,14 @@ import hashlib
 import os
 import posixpath
 import re
+import shutil
 import tarfile
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import StoreError
 from .record import FileInfo
 from .sandbox import IterStream, Sandbox, is_dir, is_symlink
 from .script import WORKDIR
@@ -50,14 +53,27 @@ def collect(
     artifacts: tuple[str, ...],
     progress: Callable[[int], None] | None = None,
 ) -> Collected:
+    """Copy the declared outputs into ``run_dir`` (``result/``, ``artifacts/``).
+
+    All or nothing: when the copy cannot finish (the store is full or read-only, the engine
+    went away, Ctrl-C), what was written is removed again and the error raised, so the store
+    never holds outputs its record does not list. Raises StoreError for a local write that
+    failed, EngineError for the engine."""
     out = Collected()
-    if result:
-        _collect_result(sandbox, run_dir / "result", result, out, progress)
-    for pattern in artifacts:
-        if GLOB_CHARS.search(pattern):
-            _collect_glob(sandbox, run_dir / "artifacts", pattern, out, progress)
-        else:
-            _collect_path(sandbox, run_dir / "artifacts", pattern, out, progress)
+    try:
+        if result:
+            _collect_result(sandbox, run_dir / "result", result, out, progress)
+        for pattern in artifacts:
+            if GLOB_CHARS.search(pattern):
+                _collect_glob(sandbox, run_dir / "artifacts", pattern, out, progress)
+            else:
+                _collect_path(sandbox, run_dir / "artifacts", pattern, out, progress)
+    except BaseException as exc:
+        for sub in ("result", "artifacts"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        if isinstance(exc, OSError):  # the engine's read errors arrive as EngineError, so this is ours
+            raise StoreError(f"cannot write the run's outputs into {run_dir}: {exc.strerror or exc}") from None
+        raise
     out.artifacts.sort(key=lambda f: f.path)
     return out
 
@@ -220,28 +236,47 @@ def _extract(
     """Stream the archive of ``/code/<source>`` and write its members under
     ``dest_root/<declared>``; returns the files written (workspace-relative declared paths)."""
     files: list[FileInfo] = []
+    place = _Place(dest_root)
     stream = sandbox.get_archive(posixpath.join(WORKDIR, source) if source else WORKDIR)
-    with tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1) as tar:
-        for member in tar:
+    with _closing(stream), tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1) as tar:
+        while (member := tar.next()) is not None:
+            # Stream mode keeps every header it read (100,000 files: ~100 MB); hard links are
+            # resolved from what was written, so nothing needs them.
+            tar.members.clear()
             rel = _member_path(member.name, declared)
             if rel is None and not declared and member.isdir() and "/" not in member.name.strip("/"):
                 continue  # the workspace folder itself, when a glob starts at the top
             if rel is None:
                 out.refused.append(f"{member.name}: unsafe name in the container's archive")
                 continue
-            if select is not None and not select(rel) and not member.isdir():
-                continue
+            if select is not None and not select(rel):
+                continue  # a folder that does not match is not made; what it holds may match
             target = dest_root / rel
+            if not place.direct(target.parent):
+                out.refused.append(f"{rel}: its folder in the store is a symlink, not written through")
+                continue
             if member.isdir():
-                if select is None or select(rel):
+                if not target.is_symlink():
                     target.mkdir(parents=True, exist_ok=True)
             elif member.isfile():
                 files.append(_write_file(tar, member, target, rel, progress))
             elif member.issym():
-                _link(member, target, rel, out)
+                _link(member, target, rel, _member_path(member.name, source) or "", out, place)
             elif member.islnk():
-                _hardlink(member, target, rel, dest_root, declared, files, out)
+                _hardlink(member, target, rel, dest_root, declared, files, out, place)
     return files
+
+
+@contextlib.contextmanager
+def _closing(chunks: object) -> Iterator[None]:
+    """Close the engine's archive stream however the reading ends (Ctrl-C, a full store): the
+    engine does not remove a container while a copy out of it is open, and would wait forever."""
+    try:
+        yield
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _member_path(name: str, declared: str) -> str | None:
@@ -263,23 +298,71 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
     digest = hashlib.sha256()
     size = 0
     src = tar.extractfile(member)
-    tmp = target.with_name(f".{target.name}.part")
-    with open(tmp, "wb") as f:
-        while src is not None and (chunk := src.read(CHUNK)):
-            f.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-            if progress:
-                progress(len(chunk))
-    os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
-    os.replace(tmp, target)
+    # A name of its own (O_EXCL): ".x.part" may well be another output of the job.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".anna-run-", suffix=".part")
+    try:
+        with open(fd, "wb") as f:
+            while src is not None and (chunk := src.read(CHUNK)):
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return FileInfo(path=rel, size=size, sha256=digest.hexdigest())
 
 
-def _link(member: tarfile.TarInfo, target: Path, rel: str, out: Collected) -> None:
-    """Keep a symlink only when it stays inside the workspace, as a relative link."""
+class _Place:
+    """The store folder members are written into, as it is on disk with the links already kept
+    there. Lexical checks are not enough: a kept link ``d/a -> .`` makes the stored
+    ``d/a/a/a/b`` the folder ``d/b``, from which a link that climbs four levels leaves the store.
+    So nothing is written through a stored link, and a link is kept only if it resolves inside."""
+
+    def __init__(self, root: Path) -> None:
+        self.base = os.path.abspath(root)
+        self.root = os.path.realpath(root)
+        self._direct: dict[str, bool] = {}  # per folder: most members share one
+
+    def direct(self, path: Path) -> bool:
+        """Whether ``path`` is reached without following a symlink in the store."""
+        key = str(path)
+        if key not in self._direct:
+            rel = os.path.relpath(os.path.abspath(path), self.base)
+            expected = os.path.normpath(os.path.join(self.root, rel))
+            self._direct[key] = not rel.startswith("..") and os.path.realpath(path) == expected
+        return self._direct[key]
+
+    def inside(self, path: Path) -> bool:
+        """Whether ``path``, following the links in the store, stays inside it."""
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def changed(self) -> None:
+        """A link was written: folders seen before may be reached through it now."""
+        self._direct.clear()
+
+
+def _leaves(link: str, location: str) -> bool:
+    """Whether ``link``, a symlink in the workspace folder ``location``, points out of the workspace."""
+    if link.startswith("/"):
+        return link != WORKDIR and not link.startswith(WORKDIR + "/")
+    resolved = posixpath.normpath(posixpath.join(location, link))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _link(member: tarfile.TarInfo, target: Path, rel: str, origin: str, out: Collected, place: _Place) -> None:
+    """Keep a symlink only when it stays inside the workspace, as a relative link: judged where
+    it was made in the container (``origin``), where it is written (``rel``), and in the store."""
     link = member.linkname
     location = posixpath.dirname(rel)
+    if _leaves(link, posixpath.dirname(origin)):
+        out.refused.append(f"{rel}: a symlink to {link} (outside the workspace), not collected")
+        return
     if link.startswith("/"):
         if not link.startswith(WORKDIR + "/"):
             out.refused.append(f"{rel}: a symlink to {link} (outside the workspace), not collected")
@@ -290,15 +373,22 @@ def _link(member: tarfile.TarInfo, target: Path, rel: str, out: Collected) -> No
     if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
         out.refused.append(f"{rel}: a symlink to {link} (outside the workspace), not collected")
         return
+    text = posixpath.relpath(resolved, location or ".")
+    if not place.inside(target.parent / text):
+        out.refused.append(f"{rel}: a symlink to {link} that would lead out of the run's folder, not collected")
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove(target)
-    os.symlink(posixpath.relpath(resolved, location or "."), target)
+    os.symlink(text, target)
+    place.changed()
 
 
-def _hardlink(member, target: Path, rel: str, dest_root: Path, declared: str, files, out: Collected) -> None:
+def _hardlink(
+    member, target: Path, rel: str, dest_root: Path, declared: str, files, out: Collected, place: _Place
+) -> None:
     source_rel = _member_path(member.linkname, declared)
     source = dest_root / source_rel if source_rel else None
-    if source is None or not source.is_file() or source.is_symlink():
+    if source is None or not place.direct(source.parent) or not source.is_file() or source.is_symlink():
         out.refused.append(f"{rel}: a hard link to {member.linkname}, not collected")
         return
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,12 @@ class StoreError(AnnaRunError):
     exit_code = 125
 
 
+class BrokerError(AnnaRunError):
+    """The runner hosts' broker or coordination Redis cannot be reached (runner failure)."""
+
+    exit_code = 125
+
+
 class JobTimeout(AnnaRunError):
     """The job ran past its wall-clock limit."""
 
@@ -68,3 +74,4 @@ class Cancelled(AnnaRunError):
     """The user (or ``anna-run cancel``) stopped the run."""
 
     exit_code = 130
+    recorded = False  # the run's record already says so, with what was known when it stopped

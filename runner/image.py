@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,27 @@ def _reason(exc: BaseException) -> str:
     if any(w in low for w in ("timeout", "dial tcp", "no such host", "connection", "i/o")):
         return f"registry unreachable ({text[:200]})"
     return text[:300]
+
+
+# The reference grammar of the engines (distribution/reference): [host[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:]+\])"
+_REFERENCE = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::\w[\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+
+
+def valid_reference(name: str) -> bool:
+    """Whether ``name`` is an image reference the engine accepts (``python:3.11-slim``,
+    ``registry:5000/team/img@sha256:...``); anything else is refused before it reaches the engine."""
+    if _REFERENCE.fullmatch(name) is None:
+        return False
+    repository = name.split("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    return len(repository) <= 255
 
 
 def _split(name: str) -> tuple[str, str | None]:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import StoreError
 from .progress import Reporter
 from .variables import Masker
 
@@ -28,17 +29,23 @@ class LogSink:
     def __init__(
         self, run_dir: Path, new_masker: Callable[[], Masker], reporter: Reporter, limit: int | None = None
     ) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.reporter = reporter
+        self.run_dir = run_dir
         self.limit = log_limit() if limit is None else limit
         self.truncated = False
+        self.error: OSError | None = None  # the first failure to write the stored log (store full, ...)
+        self._silenced: set[str] = set()  # streams whose live output went away (`anna-run job | head`)
         self._written = 0
         self._lock = threading.Lock()
         # Open for the run's whole life, closed by close(); a `with` block cannot span that.
-        self._files = {
-            name: open(run_dir / file, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-            for name, file in (("log", "log.txt"), ("stdout", "stdout.log"), ("stderr", "stderr.log"))
-        }
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._files = {
+                name: open(run_dir / file, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+                for name, file in (("log", "log.txt"), ("stdout", "stdout.log"), ("stderr", "stderr.log"))
+            }
+        except OSError as exc:
+            raise StoreError(f"cannot write the run's log into {run_dir}: {exc.strerror or exc}") from None
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
         self._maskers = {s: new_masker() for s in ("stdout", "stderr")}  # one stream state each
 
@@ -54,6 +61,12 @@ class LogSink:
     def closed(self) -> bool:
         return self._files["log"].closed
 
+    def check(self) -> None:
+        """Raise StoreError when the stored log could not be written (the live output went on)."""
+        if self.error is not None:
+            reason = self.error.strerror or self.error
+            raise StoreError(f"cannot write the run's log into {self.run_dir}: {reason}")
+
     def close(self) -> None:
         """Flush what the maskers hold back and close the files; safe to call twice."""
         if self.closed:
@@ -63,28 +76,42 @@ class LogSink:
             masker = self._maskers[stream]
             self._emit(stream, masker.feed(tail) + masker.flush())
         for f in self._files.values():
-            f.close()
+            try:
+                f.close()
+            except OSError as exc:  # the last buffered write
+                self.error = self.error or exc
 
     def _emit(self, stream: str, text: str, live: bool = True) -> None:
         if not text:
             return
-        if live:
-            self.reporter.log_line(stream, text)
+        if live and stream not in self._silenced:
+            try:
+                self.reporter.log_line(stream, text)
+            except OSError:  # whoever read our output left: the run and its stored log go on
+                self._silenced.add(stream)
         with self._lock:
-            if self.truncated:
+            if self.truncated or self.error is not None:
                 return
-            size = len(text.encode("utf-8", "replace"))
-            if self._written + size > self.limit:
-                # Cut by bytes, as the limit and the note say, never inside a character.
-                room = max(0, self.limit - self._written)
-                text = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
-                size = len(text.encode("utf-8", "replace"))
+            try:
+                self._store(stream, text)
+            except OSError as exc:  # the store is full or went read-only: the run reports it at the end
+                self.error = exc
                 self.truncated = True
-            self._written += size
-            self._files["log"].write(text)
-            self._files[stream].write(text)
-            self._files["log"].flush()  # `logs -f` reads the file while the run goes on
-            if self.truncated:
-                note = f"\n[anna-run] log truncated: the stored log keeps the first {self.limit} bytes\n"
-                self._files["log"].write(note)
-                self._files[stream].write(note)
+
+    def _store(self, stream: str, text: str) -> None:
+        """Append ``text`` to the stored logs, up to the limit (called under the lock)."""
+        size = len(text.encode("utf-8", "replace"))
+        if self._written + size > self.limit:
+            # Cut by bytes, as the limit and the note say, never inside a character.
+            room = max(0, self.limit - self._written)
+            text = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+            size = len(text.encode("utf-8", "replace"))
+            self.truncated = True
+        self._written += size
+        self._files["log"].write(text)
+        self._files[stream].write(text)
+        self._files["log"].flush()  # `logs -f` reads the file while the run goes on
+        if self.truncated:
+            note = f"\n[anna-run] log truncated: the stored log keeps the first {self.limit} bytes\n"
+            self._files["log"].write(note)
+            self._files[stream].write(note)

@@ -51,8 +51,9 @@ def runner_alive(runner: str | None) -> bool:
 
 
 def mark_lost(store: Store, record: RunRecord) -> RunRecord:
-    """A run left `running` by a dead anna-run: recorded failed, reason runner lost."""
-    if record.status != "running" or runner_alive(record.runner):
+    """A run left `running` by a dead anna-run: recorded failed, reason runner lost. A submitted
+    run (``queue`` set) is not: its lease decides, and another runner host takes it over."""
+    if record.status != "running" or record.queue is not None or runner_alive(record.runner):
         return record
     lost = record.evolve(status="failed", reason="runner lost", finished_at=now_iso(), runner=None)
     store.save_record(lost)

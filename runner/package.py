@@ -90,6 +90,7 @@ class Package:
     files: int  # regular files + symlinks in it
     path: Path  # <packages_dir>/<sha256>.tar
     reused: bool  # the stat cache proved the tree unchanged and its tar existed: nothing read
+    skipped: tuple[str, ...] = ()  # left out: sockets, FIFOs, devices, symlinks out of the project
 
 
 # --------------------------------------------------------------------------- selection
@@ -105,7 +106,7 @@ def select_files(
 
     ``exclude``: paths never packed (and not descended), e.g. a run store inside the
     project; paths outside ``root`` are ignored. ``skipped``: when given, receives the
-    relpaths of sockets, FIFOs and devices, which are left out (and logged).
+    relpaths of sockets, FIFOs, devices and symlinks out of the root, which are left out (and logged).
 
     Raises ConfigError when ``root`` is not a directory, a folder cannot be listed, or
     an ignore file cannot be read.
@@ -279,6 +280,14 @@ class _Walker:
             kind = "dir"
         elif target is not None:
             kind = "symlink"
+            if _climbs_out(rel, target):
+                # Followed it would read the host's files; packed, the engine refuses the whole
+                # archive ("invalid symlink"). An absolute target is kept: it means a path in the
+                # container, as anywhere in the package.
+                _log.warning("not packaged (a symlink out of the project): %s -> %s", de.path, target)
+                if self._skipped is not None:
+                    self._skipped.append(rel)
+                return None
         else:
             _log.warning("not packaged (not a file, folder or symlink): %s", de.path)
             if self._skipped is not None:
@@ -286,6 +295,14 @@ class _Walker:
             return None
         size = st.st_size if kind == "file" else 0
         return Entry(rel, kind, size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, target)
+
+
+def _climbs_out(rel: str, target: str) -> bool:
+    """Whether the relative symlink at ``rel`` leads out of the project root."""
+    if target.startswith("/"):
+        return False
+    resolved = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+    return resolved == os.pardir or resolved.startswith(os.pardir + os.sep)
 
 
 # --------------------------------------------------------------------------- tree key
@@ -467,7 +484,8 @@ def build_package(
     cache_path = Path(cache_file) if cache_file is not None else None
     excluded = [*exclude, packages, *([cache_path] if cache_path else [])]
     started_ns = time.time_ns()
-    entries = select_files(root, exclude=excluded)
+    skipped: list[str] = []
+    entries = select_files(root, exclude=excluded, skipped=skipped)
     key = _tree_key(entries)
     files = sum(e.kind != "dir" for e in entries)
     cache = _load_cache(cache_path) if cache_path else {}
@@ -476,11 +494,11 @@ def build_package(
         sha, size = hit
         if progress is not None:
             progress(size, size)
-        return Package(sha, size, files, packages / f"{sha}.tar", reused=True)
+        return Package(sha, size, files, packages / f"{sha}.tar", reused=True, skipped=tuple(skipped))
     sha, size = _write_package(entries, root, packages, progress)
     if cache_path is not None and not _racy(entries, started_ns):
         _save_cache(cache_path, cache, key, sha)
-    return Package(sha, size, files, packages / f"{sha}.tar", reused=False)
+    return Package(sha, size, files, packages / f"{sha}.tar", reused=False, skipped=tuple(skipped))
 
 
 def _existing_package(packages: Path, sha: str | None) -> tuple[str, int] | None:

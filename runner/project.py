@@ -108,6 +108,9 @@ class Project:
     timezone: str | None = None
     notifications: Notifications | None = None
     warnings: tuple[str, ...] = ()  # each prefixed "file:line:col: "
+    # Top-level keys that are not jobs (a string, a number, empty), with "file:line:col: why",
+    # so asking to run one says what it is instead of "unknown job".
+    not_jobs: tuple[tuple[str, str], ...] = ()
 
     def job_names(self) -> tuple[str, ...]:
         return tuple(job.name for job in self.jobs)
@@ -118,6 +121,12 @@ class Project:
             if job.name == name:
                 return job
         names = ", ".join(self.job_names()) or "(none)"
+        for other, why in self.not_jobs:
+            if other == name:
+                raise ConfigError(why, hint=f"{_JOB_HINT}; jobs in this project: {names}")
+        if name in RESERVED_NAMES:
+            hint = f"jobs in this project: {names}"
+            raise ConfigError(f"{name!r} is a reserved name in {self.file}, not a job", hint=hint)
         raise ConfigError(f"unknown job {name!r} in {self.file}; jobs: {names}", hint=f"jobs in this project: {names}")
 
     def environment_for(self, job: Job) -> Environment:
@@ -418,6 +427,7 @@ class _Walker:
     def __init__(self, file: str) -> None:
         self.file = file
         self.warnings: list[str] = []
+        self.not_jobs: list[tuple[str, str]] = []
         self._constructor = SafeConstructor()
 
     def error(self, message: str, node: Node, hint: str | None = None) -> ConfigError:
@@ -528,6 +538,7 @@ class _Walker:
             timezone=timezone,
             notifications=notifications,
             warnings=tuple(self.warnings),
+            not_jobs=tuple(self.not_jobs),
         )
 
     def top_level_job(self, name: str, key: Node, value: Node) -> Job | None:
@@ -541,7 +552,11 @@ class _Walker:
                 key,
                 hint="put the commands under `job:`",
             )
-        return None  # a scalar (e.g. a URL) is some tool's setting, not a job
+        # A scalar (e.g. a URL) is some tool's setting, not a job; said so only if it is run.
+        mark = key.start_mark
+        why = f"{name!r} is {_kind(value)}, not a job" if not _is_null(value) else f"{name!r} is empty, not a job"
+        self.not_jobs.append((name, f"{self.file}:{mark.line + 1}:{mark.column + 1}: {why}"))
+        return None
 
     def variables(self, node: Node) -> tuple[tuple[str, str], ...]:
         found = []

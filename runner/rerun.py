@@ -43,7 +43,7 @@ def prepare_rerun(
             f"run {original.id} used secrets that are never stored: {', '.join(missing)}",
             hint="give them again: " + " ".join(f"--secret {name}=..." for name in missing),
         )
-    package_path = st.packages_dir() / f"{original.package.sha256}.tar"
+    package_path = st.package_path(original.package.sha256)  # fetched when only a remote store has it
     if not package_path.is_file():
         raise NotFound(f"the code package of run {original.id} ({original.package.sha256[:12]}) is not in the store")
     tmp = Path(tempfile.mkdtemp(prefix="anna-run-rerun-"))

@@ -8,6 +8,7 @@ leaves a final record, whatever way it ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -38,9 +39,11 @@ from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .store.base import Store, open_store
 from .variables import (
     PAYLOAD_PATH,
+    Masker,
     PayloadInfo,
     Variables,
     builtin_variables,
+    check_arithmetic,
     new_suuid,
     parse_assignments,
     parse_env_file,
@@ -110,11 +113,12 @@ class Settings:
 
 @dataclass(frozen=True)
 class Pin:
-    """What a rerun takes from the original run instead of from the working tree."""
+    """What a rerun (or a runner host's run of a submitted job) takes from elsewhere instead of
+    from the working tree: the code package from the store, and for a rerun the original image."""
 
-    rerun_of: str
+    rerun_of: str | None
     package: Package
-    image: ImageInfo
+    image: ImageInfo | None  # None: resolved by the pull policy, as for a new run
     project_root: str
 
 
@@ -158,6 +162,25 @@ def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         warnings.extend(payload.warnings)
+    try:
+        return _prepare_rest(request, reporter, project, job, warnings, payload_file, payload, tmp)
+    except BaseException:
+        if tmp:  # the copy of a payload read from stdin: nothing may stay behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prepare_rest(
+    request: RunRequest,
+    reporter: Reporter,
+    project: Project,
+    job: Job,
+    warnings: list[str],
+    payload_file: Path | None,
+    payload: PayloadInfo | None,
+    tmp: Path | None,
+) -> Prepared:
+    """The checks after the payload is read: variables, commands, options, outputs, image."""
     user_vars = {
         "project": dict(project.variables),
         "env_file": _env_files(request.env_files),
@@ -168,8 +191,9 @@ def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
     run_id = request.run_id or new_suuid()
     known = set().union(*user_vars.values()) | set(_builtins_probe(run_id))
     shell_commands = []
+    arithmetic: set[str] = set()
     for i, command in enumerate(job.commands):
-        text, notes = render_command(command, known, where=f"job '{job.name}' command {i + 1}")
+        text, notes = render_command(command, known, where=f"job '{job.name}' command {i + 1}", arithmetic=arithmetic)
         shell_commands.append(text)
         warnings.extend(notes)
     settings = _settings(request, project, job)
@@ -189,10 +213,28 @@ def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
     )
     # Render what is rendered on the host once now, with a stand-in package id that cannot
     # change a path's shape, so a bad output path or image is a config error before anything.
-    _render_outputs(prepared, _variables(prepared, package_id="0000-0000-0000-0000"))
-    for warning in warnings:
+    variables = _variables(prepared, package_id="0000-0000-0000-0000")
+    masker = variables.masker()
+    with masked_errors(masker):  # a secret in an output path or image name stays out of the message
+        _render_outputs(prepared, variables)
+        check_arithmetic(arithmetic, variables, where=f"job '{job.name}'")
+    prepared.warnings = [masker.mask(warning) for warning in warnings]
+    for warning in prepared.warnings:
         reporter.warning(warning)
     return prepared
+
+
+@contextlib.contextmanager
+def masked_errors(masker: Masker) -> Iterator[None]:
+    """Secrets masked in the message of an AnnaRunError raised inside (they are printed and recorded)."""
+    try:
+        yield
+    except AnnaRunError as exc:
+        exc.message = masker.mask(exc.message)
+        exc.args = (exc.message, *exc.args[1:])
+        if exc.hint:
+            exc.hint = masker.mask(exc.hint)
+        raise
 
 
 def _payload_file(ref: str) -> tuple[Path, Path | None]:
@@ -315,8 +357,12 @@ def _render_outputs(prepared: Prepared, variables: Variables) -> Rendered:
         check_relative_path(rendered, what="output.artifact")
         artifacts.append(rendered)
     image = render(prepared.settings.image, values, where=f"{where} environment.image").strip()
-    if prepared.settings.build is None and (not image or any(c.isspace() for c in image) or image.startswith("-")):
-        raise ConfigError(f"{where}: image name {image!r} is not a valid image reference")
+    if prepared.settings.build is None:
+        from .image import valid_reference
+
+        if not valid_reference(image):
+            hint = "e.g. python:3.11-slim or registry.example.com/team/image:tag (lower case)"
+            raise ConfigError(f"{where}: image name {image!r} is not a valid image reference", hint=hint)
     for name in prepared.settings.build_args:
         if name not in values:
             raise ConfigError(f"{where}: build_args names {name!r}, which is not a variable")
@@ -341,27 +387,32 @@ def run_job(request: RunRequest, reporter: Reporter) -> RunRecord:
         prepared.cleanup()
 
 
-def execute(prepared: Prepared, reporter: Reporter) -> RunRecord:
+def execute(prepared: Prepared, reporter: Reporter, *, store: Store | None = None) -> RunRecord:
+    """Run a prepared request. ``store``: where it is recorded (default: the request's store);
+    a runner host passes one that lets only the holder of the run's lease write it."""
     from .engine import connect
 
     api = connect()
-    store = open_store(prepared.request.store)
+    store = store if store is not None else open_store(prepared.request.store, reporter=reporter)
     record: RunRecord | None = None
+    masker = _variables(prepared, package_id="0000-0000-0000-0000").masker()
     try:
-        package = _package(prepared, store, reporter)
-        variables = _variables(prepared, suuid_from_digest(package.sha256))
-        rendered = _render_outputs(prepared, variables)
-        payload_ref = _store_payload(prepared, store)
-        image = _image(prepared, api, store, rendered, variables, reporter)
-        record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
-        store.save_record(record)
-        record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
+        with masked_errors(masker):  # e.g. a pull error naming an image built from a secret
+            package = _package(prepared, store, reporter)
+            store.publish_package(package.path, package.sha256)  # S3: up once, unless already there
+            variables = _variables(prepared, suuid_from_digest(package.sha256))
+            rendered = _render_outputs(prepared, variables)
+            payload_ref = _store_payload(prepared, store)
+            image = _image(prepared, api, store, rendered, variables, reporter)
+            record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
+            store.save_record(record)
+            record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
     except KeyboardInterrupt:
         if record is not None:
             record = _finish(store, record, status="cancelled", reason="cancelled by the user")
         raise Cancelled("cancelled") from None
-    except Cancelled:
-        if record is not None:
+    except Cancelled as exc:
+        if record is not None and not exc.recorded:  # else the sandbox recorded how far it got
             _finish(store, record, status="cancelled", reason="cancelled by the user")
         raise
     except EngineError as exc:
@@ -381,7 +432,7 @@ def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables:
     from .image import build_image, ensure_image, ensure_pinned
 
     settings = prepared.settings
-    if prepared.pin is not None:
+    if prepared.pin is not None and prepared.pin.image is not None:
         return ensure_pinned(api, prepared.pin.image, reporter=reporter)
     if settings.build is not None:
         values = variables.as_dict()
@@ -410,7 +461,7 @@ def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
         return prepared.pin.package
     reporter.step_started("package", str(prepared.project.root))
     root = prepared.project.root
-    store_root = Path(store.location)
+    store_root = store.local_root  # the store's folder, or an S3 store's spool
     package = build_package(
         root,
         store.packages_dir(),
@@ -420,6 +471,8 @@ def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
     )
     detail = f"{package.files} files, {package.size / 1e6:.1f} MB{' (unchanged)' if package.reused else ''}"
     reporter.step_done("package", detail)
+    for rel in package.skipped:
+        reporter.warning(f"not in the code package: {rel} (a symlink out of the project, a socket, FIFO or device)")
     return package
 
 
@@ -458,7 +511,7 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
         runner=runner_identity(),
         warnings=tuple(prepared.warnings),
         settings={
-            "image": rendered.image,
+            "image": variables.masker().mask(rendered.image),
             "pull": settings.pull,
             "timeout_s": settings.timeout,
             "cpus": settings.cpus,
@@ -468,8 +521,8 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
             "timezone": settings.timezone,
             "cache": list(settings.cache),
             "build": settings.build,
-            "result": rendered.result,
-            "artifacts": list(rendered.artifacts),
+            "result": variables.masker().mask(rendered.result) if rendered.result else None,
+            "artifacts": [variables.masker().mask(path) for path in rendered.artifacts],
         },
     )
 
@@ -539,9 +592,10 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
             if prepared.payload_file is not None:
                 sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
             reporter.step_done("copy")
-            reporter.step_started("run", f"{prepared.job.name} in {rendered.image}")
+            reporter.step_started("run", f"{prepared.job.name} in {variables.masker().mask(rendered.image)}")
             outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=grace_s())
             sink.close()
+            sink.check()  # a store that filled up or went read-only: a store error, outputs not kept
             status_text = sandbox.read_file(STATUS_PATH).decode(errors="replace")
             collected = None
             if not outcome.cancelled:
@@ -567,8 +621,15 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
             sink=sink,
             collected=collected,
         )
-        raise Cancelled("cancelled; the container was stopped and removed")
+        cancelled = Cancelled("cancelled; the container was stopped and removed")
+        cancelled.recorded = True
+        raise cancelled
     status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
+    # What the record says about paths is masked too ("result missing: out/<secret>.json").
+    masker = variables.masker()
+    reason = masker.mask(reason) if reason else reason
+    collected.refused = [masker.mask(text) for text in collected.refused]
+    collected.missing = [masker.mask(text) for text in collected.missing]
     return _finish(
         store,
         record,
@@ -615,9 +676,25 @@ def _finish(store: Store, record: RunRecord, *, status: str, reason: str | None,
         changes["refused"] = tuple(collected.refused)
         changes["warnings"] = record.warnings + tuple(f"not found: {p}" for p in collected.missing)
     final = record.evolve(**changes)
-    with contextlib.suppress(AnnaRunError):
-        store.save_record(final)
+    try:
+        final = store.save_record(final) or final  # as stored: S3 may say upload "pending"
+    except AnnaRunError as exc:
+        # A full store: stdout.log and stderr.log repeat log.txt; without them the record fits,
+        # and says how the run ended instead of staying "running".
+        full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+        if full and _drop_log_copies(store.run_dir(record.id)):
+            with contextlib.suppress(AnnaRunError):
+                final = store.save_record(final) or final
     return final
+
+
+def _drop_log_copies(run_dir: Path) -> bool:
+    dropped = False
+    for name in ("stdout.log", "stderr.log"):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink()
+            dropped = True
+    return dropped
 
 
 def _cache_volumes(api, prepared: Prepared) -> tuple[tuple[str, str], ...]:

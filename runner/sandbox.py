@@ -14,7 +14,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ LABEL = "io.anna-run"
 # SYS_CHROOT: what pip, apt and ordinary jobs need, and no more. SYS_ADMIN is never granted.
 CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE")
 PIDS_LIMIT = 4096
+ENGINE_LOG_MAX = "10m"
 PAYLOAD_DIR = "/input"
 GO_MODE_DIR = 1 << 31
 GO_MODE_SYMLINK = 1 << 27
@@ -127,6 +128,9 @@ class Sandbox:
             memswap_limit=spec.memory,  # no swap beyond the limit: OOM is OOM
             mounts=mounts or None,
             device_requests=device_requests,
+            # We read the output through attach; the engine's own copy of it (docker logs) is
+            # capped, or an endless `yes` fills the host's disk at hundreds of MB a second.
+            log_config={"Type": "json-file", "Config": {"max-size": ENGINE_LOG_MAX, "max-file": "1"}},
         )
 
     def _remove(self) -> None:
@@ -276,12 +280,18 @@ class Sandbox:
         header = res.headers.get("X-Docker-Container-Path-Stat")
         return json.loads(base64.b64decode(header)) if header else None
 
-    def get_archive(self, path: str) -> Iterator[bytes]:
+    def get_archive(self, path: str) -> Generator[bytes, None, None]:
+        """The tar of ``path`` in the container, streamed. Close the generator when not reading it
+        to the end: the engine will not remove a container while a copy out of it is open."""
+        url = self.api._url("/containers/{0}/archive", self.id)
         try:
-            stream, _ = self.api.get_archive(self.id, path, chunk_size=1 << 20)
+            # docker-py's get_archive hides the response, which must be closed on every path out.
+            res = self.api._get(url, params={"path": path}, stream=True, headers={"Accept-Encoding": "identity"})
+            self.api._raise_for_status(res)
+            self.api._disable_socket_timeout(self.api._get_raw_response_socket(res))
         except Exception as exc:
             raise _engine_error(f"cannot copy {path} out of the container", exc) from None
-        return stream
+        return _archive_chunks(res, f"lost the copy of {path} out of the container")
 
     def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
         """A small file's content (e.g. the status file), at most ``limit`` bytes, streamed."""
@@ -289,12 +299,16 @@ class Sandbox:
 
         if self.stat(path) is None:
             return b""
-        with tarfile.open(fileobj=IterStream(self.get_archive(path)), mode="r|") as tar:
-            member = tar.next()
-            if member is None or not member.isfile():
-                return b""
-            fileobj = tar.extractfile(member)
-            return fileobj.read(limit) if fileobj else b""
+        chunks = self.get_archive(path)
+        try:
+            with tarfile.open(fileobj=IterStream(chunks), mode="r|") as tar:
+                member = tar.next()
+                if member is None or not member.isfile():
+                    return b""
+                fileobj = tar.extractfile(member)
+                return fileobj.read(limit) if fileobj else b""
+        finally:
+            chunks.close()
 
 
 class IterStream(io.RawIOBase):
@@ -317,6 +331,18 @@ class IterStream(io.RawIOBase):
         buffer[:n] = self._rest[:n]
         self._rest = self._rest[n:]  # a view: no copy of the chunk's tail
         return n
+
+
+def _archive_chunks(res: Any, what: str) -> Generator[bytes, None, None]:
+    """The body of ``res``; a failure to read it is an EngineError (requests raises IOError
+    subclasses, which a caller would take for a failure of its own disk). The response is closed
+    however the reading ends, or the engine keeps the copy open and a removal waits on it."""
+    try:
+        yield from res.iter_content(1 << 20, False)
+    except Exception as exc:
+        raise _engine_error(what, exc) from None
+    finally:
+        res.close()
 
 
 def is_symlink(stat: dict[str, Any]) -> bool:

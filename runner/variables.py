@@ -552,9 +552,29 @@ def _compact(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# Variables that make a shell, the dynamic loader, an interpreter or a package manager run code,
+# load libraries or fetch packages of the variable's choosing. A payload is data: as one of
+# these it would be code (PYTHONWARNINGS + BROWSER, BASH_ENV=/input/payload.json and
+# PIP_INDEX_URL each run what the payload says). The project may still set them (variables:,
+# --var, --env-file). Case matters, as in the environment: a payload key "path" is not PATH.
+_STARTUP_PREFIXES = ("LD_", "DYLD_", "BASH_", "PYTHON", "PERL5", "GIT_CONFIG", "PIP_", "UV_")
+_STARTUP_PREFIXES += ("NPM_CONFIG_", "npm_config_")
+_STARTUP_NAMES = frozenset(
+    {"PATH", "IFS", "ENV", "PS4", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLIBC_TUNABLES", "GCONV_PATH", "PERLLIB"}
+    | {"BROWSER", "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "NODE_OPTIONS", "NODE_PATH", "RUBYOPT"}
+    | {"RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "GIT_SSH", "GIT_DIR"}
+    | {"GIT_SSH_COMMAND", "GIT_ASKPASS", "GIT_EXEC_PATH", "GIT_EDITOR", "GIT_PAGER", "GIT_EXTERNAL_DIFF"}
+    | {"GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR", "SSH_ASKPASS"}
+    | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "ALL", "FTP")}
+    | {f"{name}_proxy" for name in ("http", "https", "all", "ftp")}
+)
+
+
 def _key_problem(key: str) -> str | None:
     if not key:
         return "an empty name cannot be an environment variable"
+    if key in _STARTUP_NAMES or key.startswith(_STARTUP_PREFIXES):
+        return "it would change which code programs in the container run; set it with --var or in askanna.yml"
     if "=" in key:
         return 'a name with "=" cannot be an environment variable'
     if "\0" in key:
@@ -726,7 +746,9 @@ _UNQUOTED_EXPANSION = '"${%s}"'
 _WORD_START = frozenset(" \t\n;&|()<>")
 
 
-def render_command(command: str, known: Collection[str], *, where: str) -> tuple[str, tuple[str, ...]]:
+def render_command(
+    command: str, known: Collection[str], *, where: str, arithmetic: set[str] | None = None
+) -> tuple[str, tuple[str, ...]]:
     """Rewrite the ``{{ NAME }}`` in a shell command into parameter expansions of NAME.
 
     The value is never pasted into the shell text: the shell expands it from the
@@ -734,6 +756,11 @@ def render_command(command: str, known: Collection[str], *, where: str) -> tuple
     around it. ``${NAME}`` is shell syntax already and stays as written (the commands may set
     that variable themselves). Returns the command and warnings, one for each ``{{`` that is
     no ``{{ NAME }}`` (such as ``{{.Id}}``), which is left as written.
+
+    ``arithmetic``, when given, receives the names of the ``{{ NAME }}`` inside ``$(( ))``
+    (at any depth): there the shell evaluates the value as an expression, and bash (/bin/sh
+    in many images) runs the ``$( )`` in a value such as ``a[$(id)]``; see
+    :func:`check_arithmetic`.
 
     Raises ConfigError for a ``{{ NAME }}`` whose NAME is not in ``known``.
     """
@@ -743,6 +770,9 @@ def render_command(command: str, known: Collection[str], *, where: str) -> tuple
     i = 0
     while i < len(command):
         if command.startswith("{{", i):
+            found = _CURLY.match(command, i)
+            if arithmetic is not None and found and any(context in _ARITHMETIC for context in stack):
+                arithmetic.add(found.group(1))
             text, warning, i = _template(command, i, stack[-1], known, where)
             out.append(text)
             warnings += [warning] if warning else []
@@ -753,6 +783,23 @@ def render_command(command: str, known: Collection[str], *, where: str) -> tuple
     if stack[-1] in ("'", '"'):
         warnings.append(f"{where}: the {stack[-1]} quote is never closed")
     return "".join(out), tuple(warnings)
+
+
+_WHOLE_NUMBER = re.compile(r"\s*(?:[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+))?\s*")
+
+
+def check_arithmetic(names: Collection[str], variables: Variables, *, where: str) -> None:
+    """Raise ConfigError when a variable used in ``$(( ))`` (see :func:`render_command`) holds
+    anything but a whole number: as an arithmetic expression, a value is code in bash."""
+    values = variables.as_dict()
+    for name in sorted(names):
+        value = values.get(name, "")
+        if not _WHOLE_NUMBER.fullmatch(value):
+            shown = MASK if name in variables.secret_names else repr(_shorten(value))
+            raise ConfigError(
+                f"{where}: {{{{ {name} }}}} stands in $(( )) arithmetic, but its value {shown} is not a whole number",
+                hint="a shell evaluates it as an expression there (bash runs the $( ) of a value such as a[$(id)])",
+            )
 
 
 def _template(command: str, i: int, context: str, known: Collection[str], where: str) -> tuple[str, str | None, int]:

@@ -236,3 +236,335 @@ def podman_client(host: str):
     import docker
 
     return docker.APIClient(base_url=host, version="auto", timeout=120)
+
+
+# -- SeaweedFS: a real S3 server for the S3 store ---------------------------------------------------
+
+S3_ACCESS_KEY = "anna-run-test"
+S3_SECRET_KEY = "anna-run-test-secret-7f3a9c"
+S3_BUCKET = "anna-run-test"
+# Every port `weed mini` opens, given a free one so parallel test sessions never collide
+# (the gRPC ports would otherwise be the HTTP ports + 10000).
+_WEED_PORTS = (
+    "s3.port",
+    "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class SeaweedFS:
+    """`weed mini` (master, volume, filer, S3 gateway) bound to 127.0.0.1 on free ports, its data
+    and its log in ``root``; telemetry, admin UI, WebDAV, Iceberg and Lance off. ``stop()`` and
+    ``start()`` again keep the same ports and data (an outage, then the server back)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.log = root / "weed.log"
+        self.proc: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}
+        self.data.mkdir(parents=True, exist_ok=True)
+        identities = {
+            "identities": [
+                {
+                    "name": "anna-run-test",
+                    "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        self.config = root / "s3.json"
+        self.config.write_text(json.dumps(identities))
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "ANNA_RUN_S3_ENDPOINT": self.endpoint,
+            "ANNA_RUN_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "ANNA_RUN_S3_SECRET_KEY": S3_SECRET_KEY,
+        }
+
+    def client(self):
+        """A plain minio client (no retries of its own: a readiness probe must not wait them out)."""
+        import urllib3
+        from minio import Minio
+
+        http = urllib3.PoolManager(maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60))
+        return Minio(f"127.0.0.1:{self.ports['s3.port']}", S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, http_client=http)
+
+    def _command(self) -> list[str]:
+        weed = Path(sys.executable).parent / "weed"
+        if not weed.exists():
+            weed = Path(shutil.which("weed") or "weed")
+        flags = [f"-{name}={port}" for name, port in self.ports.items()]
+        return [
+            str(weed),
+            "mini",
+            f"-dir={self.data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.config}",
+            f"-s3.localSocket={self.root / 's3.sock'}",
+            f"-filer.localSocket={self.root / 'filer.sock'}",
+            *flags,
+        ]
+
+    def start(self, timeout: float = 60) -> None:
+        import time
+
+        fresh_ports = not self.ports
+        for _ in range(3):
+            if fresh_ports:
+                self.ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS)), strict=True))
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._ready():
+                    return
+                time.sleep(0.1)
+            self.stop()
+            if not fresh_ports:
+                break  # a restart must keep its ports: no second try on others
+        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        pytest.fail(f"SeaweedFS did not start (log {self.log}):\n{tail}", pytrace=False)
+
+    def _ready(self) -> bool:
+        import io
+
+        try:
+            client = self.client()
+            if not client.bucket_exists(S3_BUCKET):
+                client.make_bucket(S3_BUCKET)
+            client.put_object(S3_BUCKET, "ready-probe", io.BytesIO(b"ok"), 2)
+            return True
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, wait, SIGKILL — by the PID we started, nothing else."""
+        import signal
+
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+        for name, port in self.ports.items():  # the unix sockets weed made for our ports
+            kind = name.split(".")[0]
+            suffix = "-grpc" if name.endswith(".grpc") else ""
+            Path(f"/tmp/seaweedfs-{kind}{suffix}-{port}.sock").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """One SeaweedFS S3 server for the session (bucket S3_BUCKET); tests use their own prefix."""
+    root = Path(tempfile.mkdtemp(prefix="anna-run-weed-"))  # short: unix socket paths are limited
+    server = SeaweedFS(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_seaweedfs() -> Iterator[SeaweedFS]:
+    """A SeaweedFS of the test's own, to stop and start (outages) without disturbing the others."""
+    root = Path(tempfile.mkdtemp(prefix="anna-run-weed-"))
+    server = SeaweedFS(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class S3Env(Env):
+    """An Env whose store is s3://S3_BUCKET/<prefix of this test> on a SeaweedFS server; the
+    local spool lives in the test's own XDG_CACHE_HOME."""
+
+    def __init__(self, root: Path, server: SeaweedFS, prefix: str, cache: Path) -> None:
+        super().__init__(root, cache / "unused-store")
+        self.server = server
+        self.prefix = prefix
+        self.url = f"s3://{S3_BUCKET}/{prefix}"
+        self.cache = cache
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in super().environ().items() if not k.startswith("AWS_")}
+        env.update(self.server.environ())
+        env.update(ANNA_RUN_STORE=self.url, XDG_CACHE_HOME=str(self.cache), ANNA_RUN_S3_RETRIES="2")
+        env.update(extra)
+        return env
+
+    def spool(self) -> Path:
+        from anna_run.store.spool import spool_root
+
+        return spool_root(self.server.endpoint, S3_BUCKET, self.prefix, cache_home=self.cache)
+
+    def records(self) -> list[dict]:
+        """The records still in the local spool (runs going on, or not uploaded yet)."""
+        return [json.loads(p.read_text()) for p in sorted((self.spool() / "runs").glob("*/run.json"))]
+
+    def run_dir(self, run_id: str) -> Path:
+        raise AssertionError("an S3 run has no folder of its own: read it with the commands")
+
+    def keys(self, under: str = "") -> list[str]:
+        prefix = f"{self.prefix}/{under}"
+        return sorted(o.object_name for o in self.server.client().list_objects(S3_BUCKET, prefix, recursive=True))
+
+
+@pytest.fixture
+def s3_env(seaweedfs: SeaweedFS, tmp_path: Path, request: pytest.FixtureRequest) -> S3Env:
+    import uuid
+
+    prefix = f"t/{request.node.name[:40].strip('[]').replace('[', '-')}-{uuid.uuid4().hex[:8]}"
+    prefix = "".join(c if c.isalnum() or c in "-/_" else "-" for c in prefix)
+    return S3Env(tmp_path / "project", seaweedfs, prefix, tmp_path / "cache")
+
+
+@pytest.fixture
+def make_s3_store(seaweedfs: SeaweedFS, tmp_path: Path):
+    """In-process S3Store objects on the session server, each on a fresh prefix and spool."""
+    import uuid
+
+    from anna_run.store.s3 import S3Config, S3Store
+
+    def make(server: SeaweedFS | None = None, prefix: str | None = None, **config: object) -> S3Store:
+        server = server or seaweedfs
+        prefix = prefix or f"u/{uuid.uuid4().hex[:12]}"
+        fields: dict = {
+            "endpoint": server.endpoint.removeprefix("http://"),
+            "secure": False,
+            "access_key": S3_ACCESS_KEY,
+            "secret_key": S3_SECRET_KEY,
+            "attempts": 3,
+        }
+        fields.update(config)
+        spool = tmp_path / "spool" / uuid.uuid4().hex[:8]  # a spool of its own: another host
+        store = S3Store(S3_BUCKET, prefix, S3Config(**fields), spool)
+        store.backoff = 0.05
+        return store
+
+    return make
+
+
+# -- Redis: the runner hosts' broker ------------------------------------------------------------------
+
+
+class RedisServer:
+    """Debian's `redis-server` on 127.0.0.1 and a free port, no persistence (no RDB, no AOF), its
+    log in ``root``; stopped by the PID we started."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=30)
+
+    def start(self, timeout: float = 20) -> None:
+        import time
+
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)", pytrace=False)
+        self.port = _free_ports(1)[0]
+        log = self.root / "redis.log"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--daemonize", "no", "--dir", str(self.root), "--logfile", str(log)]
+        self.proc = subprocess.Popen(
+            [binary, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        self.stop()
+        pytest.fail(f"redis-server did not start:\n{tail}", pytrace=False)
+
+    def stop(self) -> None:
+        import signal
+
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    root = Path(tempfile.mkdtemp(prefix="anna-run-redis-"))
+    server = RedisServer(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test (a test's workers are gone by its teardown)."""
+    redis_server.client().flushall()
+    return redis_server.url

@@ -22,8 +22,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import NotFound, StoreError
+from ..errors import ConfigError, NotFound, StoreError
 from ..record import RunRecord
+from .base import LOG_FILES, SyncReport, check_relpath
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,9 +67,19 @@ class LocalStore:
             raise StoreError(f"cannot create the run store at {root}: {exc.strerror or exc}") from exc
         self._db: sqlite3.Connection | None = None
 
+    @property
+    def local_root(self) -> Path:
+        return self.root
+
     # -- content-addressed blobs -------------------------------------------------------------
     def packages_dir(self) -> Path:
         return self.root / "packages"
+
+    def package_path(self, sha256: str) -> Path:
+        return self.root / "packages" / f"{sha256}.tar"
+
+    def publish_package(self, path: Path, sha256: str) -> None:
+        """Nothing to do: ``build_package`` wrote it into the store already."""
 
     def cache_dir(self) -> Path:
         return self.root / "cache"
@@ -98,13 +109,14 @@ class LocalStore:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
-    def save_record(self, record: RunRecord) -> None:
+    def save_record(self, record: RunRecord) -> RunRecord:
         text = record.to_json()
         try:
             atomic_write(self.run_dir(record.id) / "run.json", text.encode())
             self._index_put(record, text)
         except OSError as exc:
             raise StoreError(f"cannot write the run record to {self.root}: {exc.strerror or exc}") from exc
+        return record
 
     def get(self, run_ref: str) -> RunRecord:
         """A run by id or unique id prefix."""
@@ -139,14 +151,40 @@ class LocalStore:
             sql += f" LIMIT {int(limit)}"
         return [RunRecord.from_json(row[0]) for row in self._query(sql, tuple(args))]
 
-    def iter_log(self, run_id: str, stream: str = "log") -> Iterator[bytes]:
-        name = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}[stream]
-        path = self.run_dir(run_id) / name
+    def iter_log(self, run_id: str, stream: str = "log", offset: int = 0) -> Iterator[bytes]:
+        path = self.run_dir(run_id) / LOG_FILES[stream]
         if not path.exists():
             return
         with open(path, "rb") as f:
+            f.seek(offset)
             while chunk := f.read(1 << 16):
                 yield chunk
+
+    def iter_file(self, run_id: str, relpath: str) -> Iterator[bytes]:
+        try:
+            path = self.run_dir(run_id).joinpath(*check_relpath(relpath))
+            f = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+        except (ConfigError, OSError) as exc:
+            raise NotFound(f"run {run_id} has no {relpath} in the store {self.root}") from exc
+        return _chunks(f)
+
+    def fetch_artifacts(self, record: RunRecord, dest: Path) -> int:
+        src = self.run_dir(record.id) / "artifacts"
+        try:
+            if src.exists():
+                shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+            else:
+                dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot copy the artifacts of run {record.id} into {dest}: {exc}") from exc
+        return len(record.artifacts)
+
+    def pending(self) -> list[RunRecord]:
+        """Nothing is ever pending in a directory store: every write lands in place."""
+        return []
+
+    def sync(self) -> SyncReport:
+        return SyncReport()
 
     def reindex(self) -> int:
         """Rebuild the index from the run records on disk; returns the number of runs."""
@@ -175,17 +213,31 @@ class LocalStore:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             fresh = not (self.root / "index.sqlite").exists()
-            try:
-                db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"the run index {self.root / 'index.sqlite'} cannot be opened: {exc}") from exc
-            self._db = db
+            self._db = self._open_index()
             if fresh and any((self.root / "runs").iterdir()):
                 self.reindex()
         return self._db
+
+    def _open_index(self) -> sqlite3.Connection:
+        """The index in WAL mode. Switching a fresh file to WAL takes a lock that the busy timeout
+        does not wait for, so processes opening a new store at once retry briefly."""
+        import time
+
+        path = self.root / "index.sqlite"
+        for attempt in range(50):
+            try:
+                db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise StoreError(f"the run index {path} cannot be opened: {exc}") from exc
+                time.sleep(0.05 + 0.01 * attempt)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"the run index {path} cannot be opened: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         try:
@@ -200,6 +252,12 @@ class LocalStore:
             self._conn().execute(sql, row)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot update the run index in {self.root}: {exc}") from exc
+
+
+def _chunks(f) -> Iterator[bytes]:
+    with f:
+        while chunk := f.read(1 << 16):
+            yield chunk
 
 
 def _like_prefix(prefix: str) -> str:

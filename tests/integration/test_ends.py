@@ -11,13 +11,16 @@ import threading
 import time
 from pathlib import Path
 
+from conftest import project_label
+
 BB = "anna-run/busybox:latest"
 
 
-def _wait_for_container(api, timeout: float = 30) -> dict:
+def _wait_for_container(api, env, timeout: float = 30) -> dict:
+    """The running container of this test's project (others may share the engine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running = api.containers(filters={"label": "io.anna-run.run", "status": "running"})
+        running = api.containers(filters={"label": project_label(env.root), "status": "running"})
         if running:
             return running[0]
         time.sleep(0.1)
@@ -70,7 +73,7 @@ def test_ctrl_c_cancels_and_removes_the_container(env, busybox, api):
         """)
     proc = env.popen("wait", "--network", "none", ANNA_RUN_GRACE="2")
     try:
-        container = _wait_for_container(api)
+        container = _wait_for_container(api, env)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -89,7 +92,7 @@ def test_second_ctrl_c_forces(env, busybox, api):
         """)
     proc = env.popen("stubborn", "--network", "none", ANNA_RUN_GRACE="30")
     try:
-        _wait_for_container(api)
+        _wait_for_container(api, env)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)
@@ -162,7 +165,7 @@ def test_engine_lost_mid_run(env, busybox, api, tmp_path):
         """)
     proc = env.popen("long", "--network", "none", DOCKER_HOST=f"unix://{tmp_path / 'engine.sock'}")
     try:
-        container = _wait_for_container(api)
+        container = _wait_for_container(api, env)
         time.sleep(0.5)
         proxy.close()
         _, err = proc.communicate(timeout=60)
@@ -183,7 +186,7 @@ def test_killed_runner_is_noticed_and_gc_removes_its_container(env, busybox, api
         long: {{job: [sleep 120]}}
         """)
     proc = env.popen("long", "--network", "none")
-    container = _wait_for_container(api)
+    container = _wait_for_container(api, env)
     proc.kill()  # SIGKILL: no clean-up at all
     proc.wait(10)
     rec = env.records()[0]

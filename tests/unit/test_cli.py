@@ -200,7 +200,7 @@ def test_runs_json_on_an_empty_store(tmp_path: Path) -> None:
 def test_runs_table_on_an_empty_store(tmp_path: Path) -> None:
     res = runner.invoke(app, ["runs", "--store", str(tmp_path / "store")])
     assert res.exit_code == 0, res.output
-    assert res.stdout.split() == ["ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "NAME"]
+    assert res.stdout.split() == ["ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME"]
 
 
 def _seed_store(root: Path) -> list[RunRecord]:

@@ -262,3 +262,48 @@ def test_default_limit_is_taken_from_the_environment(tmp_path: Path, monkeypatch
     sink.close()
     assert sink.limit == 5 and sink.truncated
     assert stored(run_dir).startswith("01234\n[anna-run] log truncated")
+
+
+def test_a_reader_that_goes_away_stops_the_live_output_only(tmp_path: Path) -> None:
+    class GoneReporter(SilentReporter):
+        def log_line(self, stream: str, text: str) -> None:
+            if stream == "stdout":
+                raise BrokenPipeError(32, "Broken pipe")
+            super().log_line(stream, text)
+
+    reporter = GoneReporter()
+    sink = LogSink(tmp_path / "run", lambda: Masker([SECRET]), reporter)
+    sink.write("stdout", b"one\n")
+    sink.write("stderr", b"err\n")
+    sink.write("stdout", b"two\n")
+    sink.close()
+    sink.check()
+    assert stored(tmp_path / "run") == "one\nerr\ntwo\n" and live(reporter) == "err\n"
+
+
+def test_a_store_that_fails_is_reported_at_the_end(tmp_path: Path) -> None:
+    from anna_run.errors import StoreError
+
+    sink, reporter, _ = make_sink(tmp_path)
+    sink.write("stdout", b"kept\n")
+
+    class FullFile:
+        closed = False
+
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    sink._files["log"].close()
+    sink._files["log"] = FullFile()  # type: ignore[assignment]
+    sink.write("stdout", b"lost\n")
+    sink.write("stdout", b"still live\n")
+    sink.close()
+    assert live(reporter) == "kept\nlost\nstill live\n" and sink.truncated
+    with pytest.raises(StoreError, match="No space left on device"):
+        sink.check()

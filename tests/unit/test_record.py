@@ -54,7 +54,11 @@ def full_record() -> RunRecord:
         runner="box:123:456",
         container="0123456789ab",
         rerun_of="zzzz-yyyy-xxxx-wwww",
+        queue="gpu",
+        attempts=2,
+        worker="anna-run.42@box",
         log_truncated=True,
+        upload="pending",
         settings={"image": "python:3.11-slim", "cpus": 1.5, "memory": 1 << 30, "network": "none"},
     )
 

@@ -840,3 +840,39 @@ def test_masker_is_fast_on_big_logs() -> None:
     elapsed = time.perf_counter() - start
     assert "ghp_" not in "".join(out)
     assert elapsed < 5.0
+
+
+# -- hostile values (docs/hostile-inputs.md: PL-11, IN-06) ----------------------------------------
+
+
+STARTUP_KEYS = ["PATH", "LD_PRELOAD", "BASH_ENV", "BASH_FUNC_ls%%", "PYTHONWARNINGS", "PERL5OPT", "NODE_OPTIONS"]
+STARTUP_KEYS += ["PIP_INDEX_URL", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT", "http_proxy", "npm_config_registry", "IFS"]
+
+
+@pytest.mark.parametrize("key", STARTUP_KEYS)
+def test_payload_keys_that_make_programs_run_code_are_skipped(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({key: "x", "path": "data.csv", "NODE_ID": "7"}))
+    info = read_payload(path)
+    assert dict(info.variables) == {"path": "data.csv", "NODE_ID": "7"}  # case matters; NODE_ID is no option
+    assert any(key in warning and "which code programs" in warning for warning in info.warnings)
+
+
+def test_render_command_reports_names_used_in_arithmetic() -> None:
+    found: set[str] = set()
+    command = 'echo $(( {{ A }} + 1 )) "$(( $(echo {{ B }}) ))" {{ C }} "{{ D }}"'
+    render_command(command, {"A", "B", "C", "D"}, where="c", arithmetic=found)
+    assert found == {"A", "B"}
+
+
+@pytest.mark.parametrize("value", ["42", " -3 ", "0x1f", "+7", ""])
+def test_check_arithmetic_accepts_whole_numbers(value: str) -> None:
+    variables_module.check_arithmetic({"N"}, resolve(cli={"N": value}), where="job 'j'")
+
+
+@pytest.mark.parametrize("value", ["a[$(id)]", "1.5", "x", "1+1", "$(id)", "1 2"])
+def test_check_arithmetic_refuses_anything_else(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\{\{ N \}\} stands in \$\(\( \)\) arithmetic"):
+        variables_module.check_arithmetic({"N"}, resolve(cli={"N": value}), where="job 'j'")
+    with pytest.raises(ConfigError, match=r"its value \*\*\* is not"):  # a secret's value is not shown
+        variables_module.check_arithmetic({"N"}, resolve(secrets={"N": value}), where="job 'j'")

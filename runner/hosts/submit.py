@@ -1,0 +1,198 @@
+"""`anna-run submit JOB`: validate here exactly as `run` does, put the code package and the
+payload in the shared store (content-addressed: unchanged code is not sent again), record the
+run as `queued` and enqueue it on a Celery queue; a runner host does the rest.
+
+The Celery message carries what the worker needs to build the same run: the package and payload
+by sha, the variables by source and the resolved settings. It also carries the run's secrets
+(``--secret`` and secret-named variables), in clear, inside the broker: they are never written
+to the store or the record, and the task is shown everywhere (Celery's logs, `inspect`) by the
+run id only — but whoever can read the broker's Redis can read them. Protect it (a password, TLS
+with rediss://, a private network); see README, 'Runner hosts'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import BrokerError
+from ..progress import Reporter
+from ..record import BlobRef, RunRecord, now_iso
+from .celery_app import TASK, HostSettings, broker_unreachable, host_settings, make_app, redis_client
+
+if TYPE_CHECKING:
+    from ..run import Prepared, RunRequest
+    from ..store.base import Store
+
+MESSAGE_VERSION = 1
+
+
+def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
+    """Validate, publish, record `queued`, enqueue; returns the queued record. Raises
+    ConfigError (nothing queued, nothing stored) or BrokerError."""
+    from ..run import _package, _store_payload, _variables, prepare, queued_record
+    from ..store.base import open_store
+    from ..variables import new_suuid, suuid_from_digest
+
+    settings = host_settings()  # no broker named: a config error before anything else
+    _check_queue(queue)
+    request = dataclasses.replace(request, run_id=request.run_id or new_suuid())
+    prepared = prepare(request, reporter)
+    try:
+        r = redis_client(settings)
+        try:
+            r.ping()
+        except Exception as exc:
+            raise broker_unreachable(settings, exc) from None
+        store = open_store(request.store, reporter=reporter)
+        package = _package(prepared, store, reporter)
+        store.publish_package(package.path, package.sha256)  # S3: sent once, unless already there
+        payload_ref = _store_payload(prepared, store)
+        variables = _variables(prepared, suuid_from_digest(package.sha256))
+        user_names = set().union(*prepared.user_vars.values())
+        record = queued_record(prepared).evolve(
+            queue=queue,
+            attempts=0,
+            host="",  # not on a runner host yet
+            package=BlobRef(id=suuid_from_digest(package.sha256), sha256=package.sha256, size=package.size),
+            payload=payload_ref,
+            variables={k: v for k, v in variables.masked().items() if k in user_names},
+            secret_names=tuple(sorted(variables.secret_names & user_names)),
+            warnings=tuple(prepared.warnings),
+        )
+        message = _message(prepared, queue, package.sha256, package.size, payload_ref)
+        message["record"] = record.to_dict()  # masked: what the worker starts the record from
+        store.save_record(record)
+        _enqueue(settings, store, record, message)
+        return record
+    finally:
+        prepared.cleanup()
+
+
+def _check_queue(queue: str) -> None:
+    from ..errors import ConfigError
+
+    if not queue or any(c.isspace() or c == "," for c in queue):
+        raise ConfigError(f"--queue {queue!r}: one queue name, no spaces or commas")
+
+
+def _message(prepared: Prepared, queue: str, sha256: str, size: int, payload: BlobRef | None) -> dict[str, Any]:
+    sources = {k: v for k, v in prepared.user_vars.items() if k != "payload"}  # the worker reads the payload
+    request = prepared.request
+    return {
+        "v": MESSAGE_VERSION,
+        "run_id": prepared.run_id,
+        "job": prepared.job.name,
+        "project_id": prepared.project_id,
+        "project_root": str(prepared.project.root),
+        "package": {"sha256": sha256, "size": size},
+        "payload": None if payload is None else {"sha256": payload.sha256, "size": payload.size},
+        "variables": sources,
+        "settings": dataclasses.asdict(prepared.settings),
+        "token": request.token,
+        "name": request.name,
+        "description": request.description,
+        "keep": request.keep,
+        "warnings": list(prepared.warnings),
+        "queue": queue,
+        "submitted_at": now_iso(),
+    }
+
+
+def _enqueue(settings: HostSettings, store: Store, record: RunRecord, message: dict[str, Any]) -> None:
+    app = make_app(settings)
+    try:
+        # The task id is the run id: `cancel` finds the task in its queue by it. The repr shown
+        # in Celery's logs and `inspect` is the run id, never the message (it holds secrets).
+        app.send_task(
+            TASK,
+            args=[message],
+            task_id=record.id,
+            queue=record.queue,
+            argsrepr=repr((record.id,)),
+            kwargsrepr="{}",
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1, "interval_max": 3},
+        )
+    except Exception as exc:
+        store.save_record(record.evolve(status="failed", reason=f"not queued: {exc}", finished_at=now_iso()))
+        raise BrokerError(f"run {record.id} could not be queued: {exc}") from None
+    finally:
+        app.close()
+
+
+# -- following a submitted run ---------------------------------------------------------------------
+def follow_remote(store: Store, record: RunRecord, emit: Callable[[str, str], None]) -> RunRecord:
+    """Pass a submitted run's live log to ``emit(kind, text)`` while it goes on; kinds are
+    stdout, stderr, note, attempt and, when the live log is gone (expired, or never written),
+    ``stored`` with what the stored log holds past what was already passed on. Returns the final
+    record."""
+    from .livelog import follow
+
+    settings = host_settings()
+    r = redis_client(settings)
+    passed = {"stdout": 0, "stderr": 0, "log": 0}
+
+    def counting(kind: str, text: str) -> None:
+        if kind == "attempt":  # the log starts over; so does the stored one
+            passed.update(stdout=0, stderr=0, log=0)
+        elif kind in ("stdout", "stderr"):
+            size = len(text.encode("utf-8", "replace"))
+            passed[kind] += size
+            passed["log"] += size
+        emit(kind, text)
+
+    try:
+        status = follow(r, record.id, counting, lambda: store.get(record.id).is_final)
+    except Exception as exc:
+        from .celery_app import redis_errors
+
+        if not isinstance(exc, redis_errors()):
+            raise
+        raise broker_unreachable(settings, exc) from None
+    final = _final_record(store, record.id)
+    if status is None:
+        for stream in ("log", "stdout", "stderr"):
+            emit(f"stored-{stream}", _stored_tail(store, final.id, stream, passed[stream]))
+    return final
+
+
+def _stored_tail(store: Store, run_id: str, stream: str, skip: int) -> str:
+    data = b"".join(store.iter_log(run_id, stream))
+    return data[skip:].decode("utf-8", "replace")
+
+
+def _final_record(store: Store, run_id: str, timeout: float = 60) -> RunRecord:
+    """The final record (the worker writes it just before it ends the live log)."""
+    deadline = time.monotonic() + timeout
+    record = store.get(run_id)
+    while not record.is_final and time.monotonic() < deadline:
+        time.sleep(0.2)
+        record = store.get(run_id)
+    return record
+
+
+def wait(store: Store, record: RunRecord, out: IO[str], err: IO[str]) -> RunRecord:
+    """`submit --wait`: the job's output as it comes (stdout to ``out``, stderr to ``err``),
+    the runner's steps as notes on ``err``; returns the final record."""
+
+    def emit(kind: str, text: str) -> None:
+        if kind == "stdout":
+            out.write(text)
+            out.flush()
+        elif kind == "stderr":
+            err.write(text)
+            err.flush()
+        elif kind in ("note", "attempt"):
+            err.write(f"anna-run: {text}\n")
+            err.flush()
+        elif kind == "stored-stdout":
+            out.write(text)
+            out.flush()
+        elif kind == "stored-stderr":
+            err.write(text)
+            err.flush()
+
+    return follow_remote(store, record, emit)
