@@ -111,29 +111,9 @@ def run_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
 ) -> None:
     """Run JOB (also: `anna-run JOB`)."""
-    from .run import RunRequest, exit_code_for, run_job
+    from .run import exit_code_for, run_job
 
-    request = RunRequest(
-        job=job,
-        project=project,
-        payload=payload,
-        variables=tuple(var or ()),
-        secrets=tuple(secret or ()),
-        env_files=tuple(env_file or ()),
-        store=store,
-        image=image,
-        pull=pull,
-        timeout=timeout,
-        cpus=cpus,
-        memory=memory,
-        gpus=gpus,
-        network=network,
-        keep=keep,
-        no_cache=no_cache,
-        name=name,
-        description=description,
-        token=os.environ.get("AA_TOKEN", ""),
-    )
+    request = _run_request(locals())
     if detach:
         _detach(request)
         return
@@ -238,6 +218,33 @@ def detached_cmd() -> None:
         if temp_payload:
             shutil.rmtree(Path(temp_payload).parent, ignore_errors=True)
     raise typer.Exit(exit_code_for(record))
+
+
+def _run_request(options: dict[str, Any]):
+    """The RunRequest of `run` and `submit`, from their (identical) run options."""
+    from .run import RunRequest
+
+    return RunRequest(
+        job=options["job"],
+        project=options["project"],
+        payload=options["payload"],
+        variables=tuple(options["var"] or ()),
+        secrets=tuple(options["secret"] or ()),
+        env_files=tuple(options["env_file"] or ()),
+        store=options["store"],
+        image=options["image"],
+        pull=options["pull"],
+        timeout=options["timeout"],
+        cpus=options["cpus"],
+        memory=options["memory"],
+        gpus=options["gpus"],
+        network=options["network"],
+        keep=options["keep"],
+        no_cache=options["no_cache"],
+        name=options["name"],
+        description=options["description"],
+        token=os.environ.get("AA_TOKEN", ""),
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -668,29 +675,9 @@ def submit_cmd(
     """Queue JOB for the runner hosts (broker: ANNA_RUN_BROKER); prints the run id."""
     from .hosts.submit import submit
     from .hosts.submit import wait as follow_run
-    from .run import RunRequest, exit_code_for
+    from .run import exit_code_for
 
-    request = RunRequest(
-        job=job,
-        project=project,
-        payload=payload,
-        variables=tuple(var or ()),
-        secrets=tuple(secret or ()),
-        env_files=tuple(env_file or ()),
-        store=store,
-        image=image,
-        pull=pull,
-        timeout=timeout,
-        cpus=cpus,
-        memory=memory,
-        gpus=gpus,
-        network=network,
-        keep=keep,
-        no_cache=no_cache,
-        name=name,
-        description=description,
-        token=os.environ.get("AA_TOKEN", ""),
-    )
+    request = _run_request(locals())
     reporter = _reporter()
     if quiet:
         reporter.quiet = True
