@@ -26,7 +26,7 @@ help:
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make test         engine, images, venv, pytest (PYTEST_ARGS=...); stops an engine it started"
 	@echo "make demo         run examples/train with anna-run"
-	@echo "make bench        run the benchmarks in bench/, if any"
+	@echo "make bench        bench/: ours vs the yardsticks, writes bench/RESULTS.md"
 	@echo "make clean        stop our dockerd, remove $(VENV) and .cache"
 
 venv: $(STAMP)
@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml
 	@echo "[provision] venv: installing anna-run into $(VENV)"
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV_BIN)/python -m pip install -q -e '.[test,hosts]'
+	$(VENV_BIN)/python -m compileall -q runner  # as a wheel install would; PYTHONDONTWRITEBYTECODE may be set
 	touch $@
 
 engine:
@@ -47,8 +48,8 @@ images: engine
 	bash scripts/images.sh
 
 lint: venv
-	$(VENV_BIN)/ruff check runner tests
-	$(VENV_BIN)/ruff format --check runner tests
+	$(VENV_BIN)/ruff check runner tests bench
+	$(VENV_BIN)/ruff format --check runner tests bench
 
 # One shell for engine up .. engine down, so the engine is stopped even when
 # pytest fails or is interrupted; the exit status is pytest's.

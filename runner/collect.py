@@ -28,6 +28,8 @@ from .script import WORKDIR
 
 MAX_LINK_HOPS = 40
 CHUNK = 1 << 20
+BACKGROUND_MIN = 8 * CHUNK  # files from this size are written while the next chunk arrives
+QUEUED = 8
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -238,7 +240,7 @@ def _extract(
     files: list[FileInfo] = []
     place = _Place(dest_root)
     stream = sandbox.get_archive(posixpath.join(WORKDIR, source) if source else WORKDIR)
-    with _closing(stream), tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1) as tar:
+    with _closing(stream), tarfile.open(fileobj=IterStream(stream), mode="r|", errorlevel=1, bufsize=CHUNK) as tar:
         while (member := tar.next()) is not None:
             # Stream mode keeps every header it read (100,000 files: ~100 MB); hard links are
             # resolved from what was written, so nothing needs them.
@@ -302,12 +304,15 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".anna-run-", suffix=".part")
     try:
         with open(fd, "wb") as f:
-            while src is not None and (chunk := src.read(CHUNK)):
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            if src is not None and member.size >= BACKGROUND_MIN:
+                size = _copy_overlapped(src, f, digest, progress)
+            else:
+                while src is not None and (chunk := src.read(CHUNK)):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if progress:
+                        progress(len(chunk))
         os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -315,6 +320,43 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
             os.unlink(tmp)
         raise
     return FileInfo(path=rel, size=size, sha256=digest.hexdigest())
+
+
+def _copy_overlapped(src, f, digest, progress) -> int:
+    """Copy ``src`` to ``f`` and hash it, the disk write and the hash in a thread of their own
+    while the next chunk arrives from the engine (both sides release the GIL): a large file
+    costs about the slower of the two, not their sum. At most QUEUED chunks wait in memory."""
+    import queue
+    import threading
+
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while (chunk := chunks.get()) is not None:
+                f.write(chunk)
+                digest.update(chunk)
+        except BaseException as exc:  # a full disk: told to the reader, which stops
+            failed.append(exc)
+            while chunks.get() is not None:  # never leave the reader blocked on a full queue
+                pass
+
+    writer = threading.Thread(target=write, name="anna-run-collect-write", daemon=True)
+    writer.start()
+    size = 0
+    try:
+        while not failed and (chunk := src.read(CHUNK)):
+            chunks.put(chunk)
+            size += len(chunk)
+            if progress:
+                progress(len(chunk))
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failed:
+        raise failed[0]
+    return size
 
 
 class _Place:

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -57,6 +58,7 @@ class Outcome:
     timed_out: bool = False
     oom: bool = False
     cancelled: bool = False
+    runtime_s: float | None = None  # the engine's StartedAt..FinishedAt, when it says
 
 
 @dataclass
@@ -213,10 +215,16 @@ class Sandbox:
             self._stop_on_interrupt(grace)
         reader.thread.join(grace + 5)
         exit_code = self._wait()
-        oom = self._oom_killed()
+        state = self._state()
         if reader.error and not (timed_out or cancelled) and exit_code is None:
             raise _engine_error("lost the container's output", reader.error[0])
-        return Outcome(exit_code=exit_code, timed_out=timed_out, oom=oom, cancelled=cancelled)
+        return Outcome(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            oom=bool(state.get("OOMKilled")),
+            cancelled=cancelled,
+            runtime_s=_runtime(state),
+        )
 
     def _attach(self, on_output: Callable[[str, bytes], None]) -> _Reader:
         try:
@@ -258,11 +266,11 @@ class Sandbox:
         except Exception as exc:
             raise _engine_error("lost the job container", exc) from None
 
-    def _oom_killed(self) -> bool:
+    def _state(self) -> dict[str, Any]:
         try:
-            return bool(self.api.inspect_container(self.id)["State"].get("OOMKilled"))
+            return self.api.inspect_container(self.id)["State"] or {}
         except Exception:
-            return False
+            return {}
 
     # -- reading back -------------------------------------------------------------------------
     def stat(self, path: str) -> dict[str, Any] | None:
@@ -309,6 +317,31 @@ class Sandbox:
                 return fileobj.read(limit) if fileobj else b""
         finally:
             chunks.close()
+
+
+def _runtime(state: dict[str, Any]) -> float | None:
+    """Seconds from the engine's StartedAt to FinishedAt (RFC 3339, nanoseconds), or None."""
+    try:
+        start, end = _timestamp(state["StartedAt"]), _timestamp(state["FinishedAt"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return round(end - start, 3) if end >= start else None
+
+
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
+def _timestamp(text: str) -> float:
+    """An engine timestamp as epoch seconds; nanosecond fractions (which Python's own parser
+    does not read before 3.11) are kept to the microsecond."""
+    from datetime import datetime
+
+    match = _STAMP.fullmatch(text)
+    if not match:
+        raise ValueError(text)
+    whole, fraction, zone = match.groups()
+    base = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return base + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction else 0.0)
 
 
 class IterStream(io.RawIOBase):

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from anna_run.collect import BACKGROUND_MIN
 from conftest import project_label
 
 from .support import (
@@ -27,6 +28,8 @@ from .support import (
     tmpfs,
     wait_for_container,
 )
+
+MB = 1 << 20
 
 
 def _one_record(env) -> dict:
@@ -126,11 +129,14 @@ def test_store_full_while_writing_the_log(env, busybox, ours, case):
 
 
 @pytest.mark.case("FA-05", exit=125)
-def test_store_full_while_collecting(env, busybox, ours, case):
+@pytest.mark.parametrize("big_mb", [4, 12], ids=["written-inline", "written-in-background"])
+def test_store_full_while_collecting(env, busybox, ours, case, big_mb):
+    # Files from 8 MB are written and hashed in a thread while the next chunk arrives.
+    assert big_mb * MB < BACKGROUND_MIN if big_mb == 4 else big_mb * MB >= BACKGROUND_MIN
     env.project(f"""
         environment: {{image: {BB}}}
         art:
-          job: ['mkdir out && echo a > out/a.txt && head -c 4000000 /dev/urandom > out/big.bin && echo z > out/z.txt']
+          job: ['mkdir out && echo a > out/a.txt && head -c {big_mb}m /dev/urandom > out/big.bin && echo z > out/z.txt']
           output: {{result: out/a.txt, artifact: [out/]}}
         """)
     before = ours()

@@ -296,3 +296,39 @@ def test_a_script_too_long_for_one_argument_still_runs(env, busybox):
     assert res.returncode == 0, res.output[-2000:]
     assert "150001" in _output_lines(res.stdout) and "second" in _output_lines(res.stdout)
     assert [c["exit_code"] for c in env.last()["commands"]] == [0, 0]
+
+
+def test_one_command_job_durations_without_the_status_file(env, busybox):
+    """A one-command job that ends with 0 takes its duration from the engine's StartedAt and
+    FinishedAt instead of reading the status file back (one archive call less per run)."""
+    env.project(f"""
+        environment: {{image: {BB}}}
+        nap: {{job: ['sleep 1']}}
+        nap_fail: {{job: ['sleep 1; exit 4']}}
+        """)
+    assert env.run("nap", "--network", "none").returncode == 0
+    rec = env.last()
+    (command,) = rec["commands"]
+    assert command["exit_code"] == 0
+    assert 1.0 <= command["duration_s"] <= rec["duration_s"], rec
+    assert env.run("nap_fail", "--network", "none").returncode == 4
+    (command,) = env.last()["commands"]
+    assert command["exit_code"] == 4 and command["duration_s"] >= 1.0
+
+
+def test_large_artifact_bytes_and_hash_match_the_container(env, busybox):
+    """A file big enough for the overlapped write (>= 8 MB), with content where a chunk out of
+    order would show: stored bytes and recorded sha256 equal sha256sum inside the container."""
+    env.project(f"""
+        environment: {{image: {BB}}}
+        big:
+          job: ['mkdir out && seq 1 2500000 > out/seq.txt && sha256sum out/seq.txt | cut -c1-64 > sum.txt']
+          output: {{result: sum.txt, artifact: [out/]}}
+        """)
+    assert env.run("big", "--network", "none").returncode == 0
+    rec = env.last()
+    inside = (env.run_dir(rec["id"]) / "result" / "sum.txt").read_text().strip()
+    [art] = rec["artifacts"]
+    stored = env.run_dir(rec["id"]) / "artifacts" / "out" / "seq.txt"
+    assert art["size"] == stored.stat().st_size > 16 << 20
+    assert art["sha256"] == inside == hashlib.sha256(stored.read_bytes()).hexdigest()

@@ -222,3 +222,54 @@ def test_top_level_glob_collects_without_refusing_anything(tmp_path: Path) -> No
     assert out.missing == []
     # the archive's own top folder ("code") is the workspace itself, not an unsafe name
     assert out.refused == []
+
+
+# -- the overlapped copy of large files ---------------------------------------------------------
+def test_overlapped_copy_keeps_order_bytes_and_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    from anna_run.collect import CHUNK, _copy_overlapped
+
+    data = b"".join(i.to_bytes(4, "big") * (CHUNK // 4 // 7 + 1) for i in range(70))  # ~10 MB, no two chunks alike
+    seen: list[int] = []
+    digest = hashlib.sha256()
+    with open(tmp_path / "out.bin", "wb") as f:
+        size = _copy_overlapped(io.BytesIO(data), f, digest, seen.append)
+    assert size == len(data) == sum(seen)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+class _FullDisk(io.RawIOBase):
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        if len(chunk) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(chunk)
+        return len(chunk)
+
+
+class _Endless(io.RawIOBase):
+    """A source that never ends: the reader must stop because the writer failed."""
+
+    reads = 0
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        return bytes(n if n > 0 else 1)
+
+
+def test_overlapped_copy_stops_reading_when_the_disk_is_full() -> None:
+    import hashlib
+
+    from anna_run.collect import CHUNK, QUEUED, _copy_overlapped
+
+    source = _Endless()
+    with pytest.raises(OSError, match="No space left"):
+        _copy_overlapped(source, _FullDisk(room=3 * CHUNK), hashlib.sha256(), None)
+    assert source.reads <= 3 + QUEUED + 2  # stopped soon after the failure, not at the end of input
