@@ -780,7 +780,15 @@ def _shorthand(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    app(args=_shorthand(sys.argv[1:]), prog_name="anna-run")
+    try:
+        app(args=_shorthand(sys.argv[1:]), prog_name="anna-run")
+    finally:
+        # Everything is written and closed by now. Frozen objects are left out of the garbage
+        # collector's passes at interpreter exit, which otherwise walk every object the imports
+        # made: ~25 ms of a trivial run (bench/RESULTS.md).
+        import gc
+
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -769,6 +769,8 @@ class S3Store:
                     if progress:
                         progress.rewind(start)
                     raise
+                finally:
+                    reader.close()
             if reader.sha256() != sha256:
                 raise _LocalChanged(f"{key}: the local copy changed since it was recorded (sha256 differs)")
             self._verify(key, size, sha256, reader.etag())
@@ -906,14 +908,24 @@ class _Progress:
 
 class _HashingReader:
     """A file-like of exactly ``size`` bytes that hashes what it hands out: the sha256 of the
-    whole, and the MD5 of each ``part_size`` part, from which the S3 ETag follows."""
+    whole, and the MD5 of each ``part_size`` part, from which the S3 ETag follows.
+
+    The hashing runs in a thread of its own, on the same bytes objects the client sends (no
+    copy), while the client signs and sends: MD5 alone runs at ~900 MB/s here, in line it cost
+    a 500 MB upload ~0.5 s. At most two parts wait for it. ``close`` ends the thread."""
 
     def __init__(self, raw: BinaryIO, size: int, part_size: int, on_bytes: Callable[[int], None], key: str) -> None:
+        import queue
+        import threading
+
         self._raw, self._left, self._part_size, self._on_bytes, self._key = raw, size, part_size, on_bytes, key
         self._sha = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._in_part = 0
         self._parts: list[bytes] = []
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._hash_all, name="anna-run-s3-hash", daemon=True)
+        self._thread.start()
 
     def read(self, n: int = -1) -> bytes:
         if self._left <= 0:
@@ -923,25 +935,37 @@ class _HashingReader:
         if not data:
             raise _LocalChanged(f"{self._key}: the local copy is shorter than when it was recorded")
         self._left -= len(data)
-        self._sha.update(data)
-        view = memoryview(data)
-        while view:
-            take = min(len(view), self._part_size - self._in_part)
-            self._md5.update(view[:take])
-            self._in_part += take
-            view = view[take:]
-            if self._in_part == self._part_size:
-                self._parts.append(self._md5.digest())
-                self._md5 = hashlib.md5(usedforsecurity=False)
-                self._in_part = 0
+        self._queue.put(data)
         self._on_bytes(len(data))
         return data
 
+    def _hash_all(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._sha.update(data)
+            view = memoryview(data)
+            while view:
+                take = min(len(view), self._part_size - self._in_part)
+                self._md5.update(view[:take])
+                self._in_part += take
+                view = view[take:]
+                if self._in_part == self._part_size:
+                    self._parts.append(self._md5.digest())
+                    self._md5 = hashlib.md5(usedforsecurity=False)
+                    self._in_part = 0
+
+    def close(self) -> None:
+        """Wait for the hashing of what was read; idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def sha256(self) -> str:
+        self.close()
         return self._sha.hexdigest()
 
     def etag(self) -> str:
         """The ETag S3 gives: the MD5 of a single part, else the MD5 of the parts' MD5s, "-N"."""
+        self.close()
         parts = self._parts + ([self._md5.digest()] if self._in_part or not self._parts else [])
         if len(parts) == 1:
             return parts[0].hex()

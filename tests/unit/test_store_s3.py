@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,11 @@ def test_hashing_reader_gives_sha256_and_the_s3_etag(size: int, read_size: int) 
     assert out == data and sum(counted) == size
     assert reader.sha256() == hashlib.sha256(data).hexdigest()
     assert reader.etag() == _etag(data, 5 * 1024)
+    assert not _hashing_threads()  # the hashing thread ends once the digests are asked for
+
+
+def _hashing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "anna-run-s3-hash"]
 
 
 def test_hashing_reader_notices_a_shorter_file() -> None:
@@ -208,6 +214,9 @@ def test_hashing_reader_notices_a_shorter_file() -> None:
     assert reader.read(3) == b"abc"
     with pytest.raises(_LocalChanged, match="shorter"):
         reader.read(3)
+    reader.close()  # what an upload does on every way out
+    assert not _hashing_threads()
+    assert reader.sha256() == hashlib.sha256(b"abc").hexdigest()  # what was read, hashed
 
 
 def test_part_size_stays_within_s3_limits() -> None:
