@@ -64,12 +64,32 @@ def interleave(
     return statistics.median(a), (statistics.median(b) if b else None)
 
 
+# The peak RSS is measured by a small wrapper process, never by this one: a child started from a
+# large parent (this bench, after the S3 row) inherits the parent's high-water mark into its own
+# ru_maxrss, since the exec that replaces the forked image keeps it. The wrapper is small when
+# it starts the command, so the command's maxrss is its own.
+RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc if rc >= 0 else 128 - rc)\n"
+)
+
+
+def rss_measured(cmd: list[str], rss_file: Path) -> list[str]:
+    """``cmd`` under the wrapper, which writes the peak RSS of ``cmd`` (KiB) to ``rss_file``."""
+    return [sys.executable, "-c", RSS_WRAPPER, str(rss_file), *cmd]
+
+
 def peak_rss_mb(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int]:
-    """Peak resident memory of exactly this process (not the engine's), and its exit code."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, proc.returncode
+    """Peak resident memory of exactly this command's process (not the engine's), and its exit code."""
+    rss_file = cwd / ".peak-rss"
+    code = subprocess.call(
+        rss_measured(cmd, rss_file), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    peak = int(rss_file.read_text()) / 1024
+    rss_file.unlink()
+    return peak, code
 
 
 def result(title, ours, yardstick, yardstick_name, unit, target, verdict_ok, note="", ratio=None, added=None) -> dict:

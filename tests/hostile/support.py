@@ -19,6 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the shared conftest
 from conftest import REPO, Env, Result
 
+sys.path.insert(0, str(REPO))  # bench/: the one peak-RSS measure
+from bench.rows import rss_measured
+
 BB = "anna-run/busybox:latest"
 PY = "anna-run/python:3.11"
 MB = 1 << 20
@@ -77,14 +80,6 @@ def leftovers(store: Path) -> list[Path]:
 # -- measured runs ------------------------------------------------------------------------------
 # A wrapper process runs anna-run and writes its peak RSS: RUSAGE_CHILDREN of the wrapper covers
 # exactly the one anna-run process it waited for.
-_WRAPPER = (
-    "import resource, subprocess, sys\n"
-    "rc = subprocess.call(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
-    "sys.exit(rc if rc >= 0 else 128 - rc)\n"
-)
-
-
 def run_measured(
     env: Env,
     *args: str,
@@ -97,7 +92,7 @@ def run_measured(
     """``env.run`` with the peak RSS of the anna-run process in MB. ``quiet_stdout`` throws the
     job's output away instead of holding it in this process (for floods)."""
     proc = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, str(rss_file), *env.cmd(*args)],
+        rss_measured(env.cmd(*args), rss_file),
         cwd=env.root,
         env=env.environ(**extra),
         input=input,

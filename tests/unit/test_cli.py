@@ -230,6 +230,9 @@ def test_runs_json_all(tmp_path: Path) -> None:
     data = json.loads(res.stdout)
     assert [r["id"] for r in data] == ["bbbb-2222", "aaaa-1111"]
     assert [RunRecord.from_dict(r) for r in data] == records[::-1]
+    lines = res.stdout.splitlines()  # one run a line, between the brackets
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 2 + len(records)
+    assert [json.loads(line.rstrip(","))["id"] for line in lines[1:-1]] == ["bbbb-2222", "aaaa-1111"]
 
 
 def test_runs_filters(tmp_path: Path) -> None:

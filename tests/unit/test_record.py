@@ -197,3 +197,21 @@ def test_now_iso_parses_back() -> None:
     parsed = parse_iso(stamp)
     assert parsed.tzinfo is not None
     assert parse_iso("2024-05-01T10:00:04.400Z").microsecond == 400000
+
+
+def test_a_record_read_back_whole_is_the_same_frozen_record() -> None:
+    """from_dict skips __init__ when every field is there: the result must still be the same,
+    frozen, hashable-by-value record, and one missing fields still gets fresh defaults."""
+    record = full_record()
+    back = RunRecord.from_dict(json.loads(record.to_json()))
+    assert back == record and type(back) is RunRecord
+    assert list(vars(back)) == [f.name for f in dataclasses.fields(RunRecord)]  # field order kept
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.status = "succeeded"  # type: ignore[misc]
+    assert back.evolve(status="succeeded").status == "succeeded" and back.status == "failed"
+    partial = RunRecord.from_dict({"id": "a", "job": "j", "project": "p", "status": "queued"})
+    other = RunRecord.from_dict({"id": "b", "job": "j", "project": "p", "status": "queued"})
+    assert partial.variables == {} and partial.variables is not other.variables
+    assert partial.attempts == 1 and partial.version == RECORD_VERSION
+    with pytest.raises(TypeError):
+        RunRecord.from_dict({"id": "a", "job": "j"})  # required fields missing: as __init__ says
