@@ -3,6 +3,8 @@
     python -m bench            # the full sizes (make bench)
     python -m bench --smoke    # one repetition, small sizes (the test suite runs this)
 
+A full run of every row into bench/ also puts its table into README.md, between the markers.
+
 Each row times ours and its yardstick interleaved (A B A B ...) so drift cancels, and reports
 the medians and their ratio against the target (or, for a target in seconds added, their
 difference: shown in the row's note, the ratio column left empty)."""
@@ -20,12 +22,16 @@ from pathlib import Path
 
 from .rows import ROWS, Context
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+DEFAULT_OUT = Path(__file__).resolve().parent
+BEGIN, END = "<!-- bench table: written by `make bench` -->", "<!-- end of bench table -->"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="one repetition, small sizes")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per row")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where RESULTS.md and results.json go")
     parser.add_argument("--only", action="append", default=[], help="run only these rows (by key)")
     args = parser.parse_args(argv)
     compile_bytecode()
@@ -56,8 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
     table = render(results, meta)
     (args.out / "RESULTS.md").write_text(table)
+    if not args.smoke and not args.only and args.out == DEFAULT_OUT:
+        update_readme(README, table)
     print(table)
     return 0
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Put the table of a full run between the README's markers, so the README shows the latest
+    full run; False (README untouched) when the markers are not there."""
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    body = table.split("\n", 2)[2].strip("\n")  # without the "# anna-run benchmarks" title
+    readme.write_text(text[: start + len(BEGIN)] + "\n" + body + "\n" + text[end:])
+    return True
 
 
 def compile_bytecode() -> None:
