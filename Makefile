@@ -33,7 +33,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@echo "[provision] venv: installing anna-run into $(VENV)"
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || { bash scripts/deps.sh venv && $(PYTHON) -m venv $(VENV); }
 	$(VENV_BIN)/python -m pip install -q -e '.[test,hosts]'
 	$(VENV_BIN)/python -m compileall -q runner  # as a wheel install would; PYTHONDONTWRITEBYTECODE may be set
 	touch $@
@@ -54,6 +54,7 @@ lint: venv
 # One shell for engine up .. engine down, so the engine is stopped even when
 # pytest fails or is interrupted; the exit status is pytest's.
 test: venv
+	bash scripts/deps.sh redis
 	bash scripts/with-engine.sh bash -c 'bash scripts/images.sh && exec "$$@"' images-then \
 		$(VENV_BIN)/pytest -q tests $(PYTEST_ARGS)
 
@@ -65,11 +66,8 @@ demo: venv
 		&& echo "--- stored in: $${ANNA_RUN_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/anna-run}"'
 
 bench: venv
-	@if [ -d bench ]; then \
-		bash scripts/with-engine.sh bash -c 'bash scripts/images.sh && exec $(VENV_BIN)/python -m bench'; \
-	else \
-		echo "[provision] no bench/ directory: nothing to run"; \
-	fi
+	bash scripts/deps.sh redis
+	bash scripts/with-engine.sh bash -c 'bash scripts/images.sh && exec $(VENV_BIN)/python -m bench'
 
 clean:
 	bash scripts/engine.sh down
