@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
-
-import pathspec
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from .errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = ["Entry", "Package", "build_package", "select_files"]
 
@@ -138,6 +139,8 @@ class _Matcher:
     """One ignore file's patterns, relative to the folder that holds it."""
 
     def __init__(self, lines: list[str]) -> None:
+        import pathspec  # only for a tree with ignore files: ~10 ms of a trivial run's start
+
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
         self.active = any(p.include is not None for p in self._spec.patterns)
         self._quick = _quick_regex(self._spec)
