@@ -609,10 +609,7 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
     if status_text is None:
         statuses = [CommandStatus(0, 0, outcome.runtime_s)]
     else:
-        statuses = parse_status(status_text, len(prepared.job.commands), outcome.exit_code)
-        if len(statuses) == 1 and statuses[0].exit_code is not None and statuses[0].duration_s is None:
-            # It ended the shell (`exit 4`) before its end mark: the engine's run time is its own.
-            statuses = [CommandStatus(0, statuses[0].exit_code, outcome.runtime_s)]
+        statuses = parse_status(status_text, len(prepared.job.commands), outcome.exit_code, outcome.runtime_s)
     commands = tuple(
         CommandResult(command=c.command, exit_code=s.exit_code, duration_s=s.duration_s)
         for c, s in zip(record.commands, statuses, strict=True)

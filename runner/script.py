@@ -103,12 +103,16 @@ class CommandStatus:
     duration_s: float | None
 
 
-def parse_status(text: str, count: int, container_exit: int | None) -> list[CommandStatus]:
+def parse_status(
+    text: str, count: int, container_exit: int | None, runtime_s: float | None = None
+) -> list[CommandStatus]:
     """Per-command outcomes from the status file, reconciled with the engine's exit code.
 
     The file is written inside the container, so it is only trusted where it agrees with the
     engine: the command that was running when the shell ended gets the container's exit code,
-    and a command marked successful cannot turn a failed container into a success."""
+    and a command marked successful cannot turn a failed container into a success. The only
+    command of a job that ended the shell (`exit 4`) before its end mark takes the engine's
+    ``runtime_s`` as its duration."""
     starts: dict[int, float] = {}
     ends: dict[int, tuple[int, float]] = {}
     for line in text.splitlines():
@@ -134,7 +138,10 @@ def parse_status(text: str, count: int, container_exit: int | None) -> list[Comm
             continue
         # The last command that started: the engine's exit code says how it ended.
         stamp = ends[index][1] if index in ends else None
-        results.append(CommandStatus(index, container_exit, _dur(starts[index], stamp)))
+        duration = _dur(starts[index], stamp)
+        if duration is None and count == 1:
+            duration = runtime_s
+        results.append(CommandStatus(index, container_exit, duration))
     return results
 
 

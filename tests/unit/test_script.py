@@ -295,6 +295,16 @@ def test_build_script_needs_one_echo_per_command() -> None:
 # -- parse_status ----------------------------------------------------------------------------------
 
 
+def test_the_only_command_ending_the_shell_takes_the_engines_run_time() -> None:
+    text = "start 0 10.00 \n"  # `exit 4`: the shell ended before the end mark
+    assert parse_status(text, 1, 4, runtime_s=2.25) == [CommandStatus(0, 4, 2.25)]
+    assert parse_status(text, 1, 4) == [CommandStatus(0, 4, None)]  # an engine that did not say
+    assert parse_status("", 1, 125, runtime_s=0.1) == [CommandStatus(0, None, None)]  # never started
+    # With more commands the engine's run time covers them all: not one command's duration.
+    two = "start 0 10.00 \nend 0 11.00 0\nstart 1 11.00 \n"
+    assert parse_status(two, 2, 4, runtime_s=5.0) == [CommandStatus(0, 0, 1.0), CommandStatus(1, 4, None)]
+
+
 def test_parse_all_succeeded() -> None:
     text = "start 0 10.00 \nend 0 11.50 0\nstart 1 11.50 \nend 1 12.00 0\n"
     assert parse_status(text, 2, 0) == [CommandStatus(0, 0, 1.5), CommandStatus(1, 0, 0.5)]
