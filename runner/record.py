@@ -123,19 +123,16 @@ class RunRecord:
         if not isinstance(data, dict):
             raise ValueError("a run record must be a JSON object")
         kwargs = _known(cls, data)
-        if commands := data.get("commands"):
-            kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in commands)
-        if artifacts := data.get("artifacts"):
-            kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in artifacts)
+        kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in data.get("commands") or ())
+        kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in data.get("artifacts") or ())
         for key, kind in _NESTED:
             if (part := data.get(key)) is not None:
                 kwargs[key] = kind(**_known(kind, part))
-        for key in ("commands", "artifacts", "refused", "warnings", "secret_names"):
-            value = kwargs.get(key)
-            if not isinstance(value, tuple):
-                kwargs[key] = tuple(value or ())
+        for key in ("refused", "warnings", "secret_names"):
+            kwargs[key] = tuple(data.get(key) or ())
         if len(kwargs) == len(_name_set(cls)):
-            # Every field there (a record of this version, the usual case): set them as the
+            # Every field there (a record of this version, the usual case; the lists above are
+            # always set, to what __init__ would default them to): set them as the
             # generated __init__ would, without its one object.__setattr__ per field (10,000
             # records listed: -40 ms). A record missing some goes through __init__ for defaults.
             record = object.__new__(cls)
