@@ -37,27 +37,26 @@ def api():
     return client
 
 
-@pytest.fixture(scope="session")
-def busybox(api) -> str:
-    """A 2 MB shell-only image, built offline from Debian's busybox-static when missing."""
+def _ensure_image(api, tag: str, build_script: str) -> str:
+    """``tag``, built by the repo's ``build_script`` when the engine does not have it."""
     from docker.errors import ImageNotFound
 
     try:
-        api.inspect_image(BUSYBOX)
+        api.inspect_image(tag)
     except ImageNotFound:
-        subprocess.run(["bash", str(REPO / "images/busybox/build.sh")], check=True)
-    return BUSYBOX
+        subprocess.run(["bash", str(REPO / build_script)], check=True)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def busybox(api) -> str:
+    """A 2 MB shell-only image, built offline from Debian's busybox-static when missing."""
+    return _ensure_image(api, BUSYBOX, "images/busybox/build.sh")
 
 
 @pytest.fixture(scope="session")
 def python_image(api) -> str:
-    from docker.errors import ImageNotFound
-
-    try:
-        api.inspect_image(PYTHON)
-    except ImageNotFound:
-        subprocess.run(["bash", str(REPO / "scripts/images.sh")], check=True)
-    return PYTHON
+    return _ensure_image(api, PYTHON, "scripts/images.sh")
 
 
 @dataclass

@@ -5,16 +5,17 @@ from __future__ import annotations
 from conftest import host_paths
 
 BB = "anna-run/busybox:latest"
+LOOK = f"""
+    environment: {{image: {BB}}}
+    look:
+      job: [echo hi]
+      resources: {{cpus: 0.5, memory: 64m}}
+      network: none
+    """
 
 
 def test_container_settings(env, busybox, api):
-    env.project(f"""
-        environment: {{image: {BB}}}
-        look:
-          job: [echo hi]
-          resources: {{cpus: 0.5, memory: 64m}}
-          network: none
-        """)
+    env.project(LOOK)
     (env.root / "p.json").write_text("{}")
     res = env.run("look", "--keep", "--payload", "p.json")
     assert res.returncode == 0, res.output
@@ -47,13 +48,7 @@ def test_container_settings(env, busybox, api):
 
 
 def test_flags_override_job_settings(env, busybox, api):
-    env.project(f"""
-        environment: {{image: {BB}}}
-        look:
-          job: [echo hi]
-          resources: {{cpus: 0.5, memory: 64m}}
-          network: none
-        """)
+    env.project(LOOK)
     res = env.run("look", "--keep", "--cpus", "1", "--memory", "128m", "--network", "bridge")
     assert res.returncode == 0, res.output
     rec = env.last()
