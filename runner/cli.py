@@ -167,15 +167,15 @@ def rerun_cmd(
 def _detach(request) -> None:
     """Validate here (a config error is still exit 2), then hand the run to a process of its own
     session that outlives this one; its own output goes to runner.log beside the run."""
-    import dataclasses
     import subprocess
+    from dataclasses import replace
 
     from .progress import PlainReporter
-    from .run import prepare, queued_record
+    from .request import prepare, with_run_id
+    from .run import queued_record
     from .store.base import open_store
-    from .variables import new_suuid
 
-    request = dataclasses.replace(request, run_id=new_suuid())
+    request = with_run_id(request)
     prepared = prepare(request, PlainReporter())
     payload = request.payload
     if payload == "-" and prepared.payload_file is not None:
@@ -184,10 +184,10 @@ def _detach(request) -> None:
     run_dir = store.run_dir(request.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     store.save_record(queued_record(prepared))
-    fields = dataclasses.asdict(dataclasses.replace(request, payload=payload))
-    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()}
-    fields["env_files"] = [str(p) for p in request.env_files]
-    fields["temp_payload"] = str(prepared.payload_file) if request.payload == "-" else None
+    fields = {
+        "request": replace(request, payload=payload).to_json(),
+        "temp_payload": str(prepared.payload_file) if request.payload == "-" else None,
+    }
     with open(run_dir / "runner.log", "ab") as log:
         # The request (secrets included) goes through a pipe, not the environment or argv,
         # where other processes could read it.
@@ -209,17 +209,13 @@ def _detach(request) -> None:
 def detached_cmd() -> None:
     """The background half of `run --detach`."""
     from .progress import PlainReporter
-    from .run import RunRequest, exit_code_for, run_job
+    from .request import RunRequest
+    from .run import exit_code_for, run_job
 
     fields = json.loads(sys.stdin.read())
-    temp_payload = fields.pop("temp_payload", None)
-    for key in ("project",):
-        fields[key] = Path(fields[key]) if fields.get(key) else None
-    fields["env_files"] = tuple(Path(p) for p in fields.get("env_files") or ())
-    fields["variables"] = tuple(fields.get("variables") or ())
-    fields["secrets"] = tuple(fields.get("secrets") or ())
+    temp_payload = fields.get("temp_payload")
     try:
-        record = run_job(RunRequest(**fields), PlainReporter())
+        record = run_job(RunRequest.from_json(fields["request"]), PlainReporter())
     finally:
         if temp_payload:
             shutil.rmtree(Path(temp_payload).parent, ignore_errors=True)
@@ -228,7 +224,7 @@ def detached_cmd() -> None:
 
 def _run_request(options: dict[str, Any]):
     """The RunRequest of `run` and `submit`, from their (identical) run options."""
-    from .run import RunRequest
+    from .request import RunRequest
 
     return RunRequest(
         job=options["job"],
@@ -376,10 +372,10 @@ def _store(location: str | None):
 def _project_id_or_none(project: Path | None) -> str | None:
     from .errors import ConfigError
     from .project import find_project_file, load_project
-    from .run import project_id
+    from .request import project_id_of
 
     try:
-        return project_id(load_project(find_project_file(project)))
+        return project_id_of(load_project(find_project_file(project)))
     except ConfigError:
         if project is not None:
             raise

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,9 +38,9 @@ def ensure_image(
     except ImageNotFound:
         present = None
     except Exception as exc:
-        from .engine import _short
+        from .engine import short_error
 
-        raise EngineError(f"cannot inspect image {name}: {_short(exc)}") from None
+        raise EngineError(f"cannot inspect image {name}: {short_error(exc)}") from None
     if present is None and pull == "never":
         raise EngineError(
             f"image {name} is not present on the engine and the pull policy is 'never'",
@@ -176,7 +175,6 @@ def build_image(
     build_args: dict[str, str],
     labels: dict[str, str],
     reporter: Reporter,
-    mask: Callable[[str], str],
     cache_file: Path | None = None,
 ) -> ImageInfo:
     """Build ``build`` (a folder holding a Dockerfile, or a Dockerfile) from the project, tagged
@@ -210,13 +208,13 @@ def build_image(
             if "error" in event:
                 error = str(event.get("error", "")).strip()
             elif text := event.get("stream"):
-                reporter.log_line("stderr", mask(text))
+                reporter.log_line("stderr", text)
     except Exception as exc:
-        from .engine import _short
+        from .engine import short_error
 
-        raise EngineError(f"cannot build the image from {build}: {mask(_short(exc))}") from None
+        raise EngineError(f"cannot build the image from {build}: {short_error(exc)}") from None
     if error:
-        raise EngineError(f"the image build from {build} failed: {mask(error)}")
+        raise EngineError(f"the image build from {build} failed: {error}")
     found = api.inspect_image(tag)
     reporter.step_done("build", tag)
     return ImageInfo(name=tag, digest=None, id=found["Id"])

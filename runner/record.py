@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -94,6 +95,30 @@ class RunRecord:
 
     def evolve(self, **changes: Any) -> RunRecord:
         return replace(self, **changes)
+
+    def masked(self, mask: Callable[[str], str]) -> RunRecord:
+        """The record with ``mask`` applied to every text a run's input can reach (the reason,
+        warnings, refused paths, echoed commands, names, the rendered settings and the image's
+        name): the record is masked where it leaves the run, as a whole."""
+
+        def text(value: Any) -> Any:
+            if isinstance(value, str):
+                return mask(value)
+            if isinstance(value, list | tuple):
+                return type(value)(text(v) for v in value)
+            return value
+
+        return replace(
+            self,
+            reason=text(self.reason),
+            warnings=text(self.warnings),
+            refused=text(self.refused),
+            commands=tuple(replace(c, command=mask(c.command)) for c in self.commands),
+            name=text(self.name),
+            description=text(self.description),
+            image=replace(self.image, name=mask(self.image.name)) if self.image else None,
+            settings={key: text(value) for key, value in self.settings.items()},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data: nested parts as dicts, lists of them as lists. Built

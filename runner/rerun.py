@@ -1,38 +1,50 @@
 """`anna-run rerun RUN`: the same code (from the store, not the working tree), the same payload,
-the same image (by id or repo digest) and the same variables, as a new run."""
+the same image (by id or repo digest) and the same variables, as a new run.
+
+A rerun is a :class:`~.request.RunRequest` made from the record, with the code, payload and
+image taken from the store (:class:`~.request.FromStore`): it goes through the same
+``prepare`` as a new run, so it refuses what a new run refuses.
+"""
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, NotFound
-from .progress import Reporter
-from .record import ImageInfo, RunRecord
-from .run import Pin, Prepared, RunRequest, Settings, execute
-from .store.base import open_store
-from .variables import new_suuid, parse_assignments, read_payload, render_command
+from .record import RunRecord
+from .report import Reporter
+from .request import FromStore, RunRequest, prepare
+from .store.base import Store, open_store
+from .variables import parse_assignments
 
 PROJECT_FILES = ("askanna.yml", "askanna.yaml")
 
 
 def rerun(run_ref: str, *, secrets: tuple[str, ...], store: str | None, keep: bool, reporter: Reporter) -> RunRecord:
     """Run ``run_ref`` again exactly; secrets must be given again (they are never stored)."""
+    from .engine import connect
+    from .run import execute
+
     st = open_store(store)
     original = st.get(run_ref)
-    prepared = prepare_rerun(original, st, secrets=secrets, store=store, keep=keep, reporter=reporter)
+    tmp = Path(tempfile.mkdtemp(prefix="anna-run-rerun-"))
     try:
-        return execute(prepared, reporter)
+        request, source = rerun_request(original, st, tmp, secrets=secrets, store=store, keep=keep)
+        prepared = prepare(request, reporter, source)
+        return execute(prepared, connect(), st, reporter)
     finally:
-        prepared.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_rerun(
-    original: RunRecord, st, *, secrets: tuple[str, ...], store: str | None, keep: bool, reporter: Reporter
-) -> Prepared:
+def rerun_request(
+    original: RunRecord, st: Store, tmp: Path, *, secrets: tuple[str, ...], store: str | None, keep: bool
+) -> tuple[RunRequest, FromStore]:
+    """The request that repeats ``original``, and where its code, payload and image come from.
+    The recorded settings become the request's options, so the one settings rule gives them."""
     from .package import Package
-    from .project import load_project
 
     if original.package is None or original.image is None:
         raise ConfigError(f"run {original.id} never started a container: there is nothing to repeat")
@@ -46,49 +58,42 @@ def prepare_rerun(
     package_path = st.package_path(original.package.sha256)  # fetched when only a remote store has it
     if not package_path.is_file():
         raise NotFound(f"the code package of run {original.id} ({original.package.sha256[:12]}) is not in the store")
-    tmp = Path(tempfile.mkdtemp(prefix="anna-run-rerun-"))
-    try:
-        project = load_project(_extract_project_file(package_path, tmp, original))
-        job = project.job(original.job)
-        payload_file = payload = None
-        if original.payload is not None:
-            payload_file = st.payload_path(original.payload.sha256)
-            if not payload_file.is_file():
-                raise NotFound(f"the payload of run {original.id} is not in the store")
-            payload = read_payload(payload_file)
-        user_vars = {
-            "project": {},
-            "env_file": {},
-            "cli": {k: v for k, v in original.variables.items() if k not in original.secret_names},
-            "secrets": supplied,
-            "payload": dict(payload.variables) if payload else {},
-        }
-        known = set().union(*user_vars.values()) | _builtin_names()
-        commands = [render_command(c, known, where=f"job '{job.name}'")[0] for c in job.commands]
-        request = RunRequest(job=job.name, store=store, keep=keep, name=original.name, description=original.description)
-        package = Package(
-            sha256=original.package.sha256, size=package_path.stat().st_size, files=0, path=package_path, reused=True
-        )
-        return Prepared(
-            request=request,
-            project=project,
-            job=job,
-            project_id=original.project,
-            run_id=new_suuid(),
-            payload_file=payload_file,
-            payload=payload,
-            user_vars=user_vars,
-            shell_commands=commands,
-            settings=_settings(original),
-            warnings=[],
-            _tmp=tmp,
-            pin=Pin(rerun_of=original.id, package=package, image=_image(original), project_root=original.project_root),
-        )
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    payload_file = None
+    if original.payload is not None:
+        payload_file = st.payload_path(original.payload.sha256)
+        if not payload_file.is_file():
+            raise NotFound(f"the payload of run {original.id} is not in the store")
+    s = original.settings
+    request = RunRequest(
+        job=original.job,
+        variables=tuple(f"{k}={v}" for k, v in original.variables.items() if k not in original.secret_names),
+        secrets=tuple(f"{k}={v}" for k, v in supplied.items()),
+        store=store,
+        image=original.image.name,  # the image itself is pinned by id or digest (source.image)
+        pull="never",
+        timeout=f"{s['timeout_s']:.9f}s" if s.get("timeout_s") else None,
+        cpus=s.get("cpus"),
+        memory=str(s["memory"]) if s.get("memory") else None,
+        gpus=str(s["gpus"]) if s.get("gpus") is not None else None,
+        network=s.get("network") or "bridge",
+        keep=keep,
+        name=original.name,
+        description=original.description,
+        no_cache=not s.get("cache"),
+    )
+    package = Package(
+        sha256=original.package.sha256, size=package_path.stat().st_size, files=0, path=package_path, reused=True
+    )
+    source = FromStore(
+        project_file=_extract_project_file(package_path, tmp, original),
+        package=package,
+        project_id=original.project,
+        project_root=original.project_root,
+        payload_file=payload_file,
+        rerun_of=original.id,
+        image=original.image,
+    )
+    return request, source
 
 
 def _extract_project_file(package: Path, dest: Path, original: RunRecord) -> Path:
@@ -105,31 +110,3 @@ def _extract_project_file(package: Path, dest: Path, original: RunRecord) -> Pat
             target.write_bytes(src.read() if src else b"")
             return target
     raise NotFound(f"the code package of run {original.id} holds no askanna.yml")
-
-
-def _settings(original: RunRecord) -> Settings:
-    s = original.settings
-    return Settings(
-        image=original.image.name if original.image else "",
-        pull="never",
-        timeout=s.get("timeout_s"),
-        cpus=s.get("cpus"),
-        memory=s.get("memory"),
-        gpus=s.get("gpus"),
-        network=s.get("network") or "bridge",
-        timezone=s.get("timezone") or "UTC",
-        cache=tuple(s.get("cache") or ()),
-    )
-
-
-def _image(original: RunRecord) -> ImageInfo:
-    assert original.image is not None
-    return original.image
-
-
-def _builtin_names() -> set[str]:
-    from .variables import builtin_variables
-
-    return set(
-        builtin_variables(token="", run_id="", job="", project_id="", package_id="", payload_id="x", timezone="UTC")
-    )

@@ -11,55 +11,26 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import socket
-import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
+from .errors import AnnaRunError, Cancelled, EngineError
 from .orphans import runner_identity
-from .progress import Reporter
-from .project import (
-    Job,
-    Project,
-    check_relative_path,
-    find_project_file,
-    load_project,
-    parse_duration,
-    parse_memory,
-)
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
+from .report import MaskedReporter, Reporter
+from .request import FromStore, PreparedRun, Rendered, RunRequest, Settings, masked_errors, prepare, render_outputs
 from .store.base import Store, open_store
-from .variables import (
-    PAYLOAD_PATH,
-    Masker,
-    PayloadInfo,
-    Variables,
-    builtin_variables,
-    check_arithmetic,
-    new_suuid,
-    parse_assignments,
-    parse_env_file,
-    read_payload,
-    render,
-    render_command,
-    resolve,
-    suuid_from_digest,
-)
+from .variables import PAYLOAD_PATH, Masker, Variables, suuid_from_digest
 
 if TYPE_CHECKING:
     from .package import Package  # imported where packaging happens: it is not cheap
-
-# The pip and XDG caches of a root user: a second `pip install` of the same requirements is
-# served from here instead of downloading or building again.
-DEFAULT_CACHE = ("/root/.cache",)
+    from .project import Job
 
 
 def grace_s() -> float:
@@ -70,370 +41,127 @@ def grace_s() -> float:
         return 10.0
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """What the user asked for: a job and the run options (SPEC §6)."""
-
-    job: str
-    project: Path | None = None
-    payload: str | None = None  # a path, or "-" for stdin
-    variables: tuple[str, ...] = ()  # K=V
-    secrets: tuple[str, ...] = ()  # K=V
-    env_files: tuple[Path, ...] = ()
-    store: str | None = None
-    image: str | None = None
-    pull: str | None = None
-    timeout: str | None = None
-    cpus: float | None = None
-    memory: str | None = None
-    gpus: str | None = None
-    network: str | None = None
-    keep: bool = False
-    name: str | None = None
-    description: str | None = None
-    token: str = ""
-    run_id: str | None = None  # set when the id must be known before the run (--detach)
-    no_cache: bool = False  # no dependency cache volumes
-
-
-@dataclass(frozen=True)
-class Settings:
-    image: str
-    pull: str
-    timeout: float | None
-    cpus: float | None
-    memory: int | None
-    gpus: int | str | None
-    network: str
-    timezone: str
-    cache: tuple[str, ...]  # container paths kept in the project's cache volumes; () with --no-cache
-    build: str | None = None  # environment.build, when the image is built from the project
-    build_args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Pin:
-    """What a rerun (or a runner host's run of a submitted job) takes from elsewhere instead of
-    from the working tree: the code package from the store, and for a rerun the original image."""
-
-    rerun_of: str | None
-    package: Package
-    image: ImageInfo | None  # None: resolved by the pull policy, as for a new run
-    project_root: str
-
-
-@dataclass
-class Prepared:
-    """A validated run: every check passed, nothing created yet."""
-
-    request: RunRequest
-    project: Project
-    job: Job
-    project_id: str
-    run_id: str
-    payload_file: Path | None
-    payload: PayloadInfo | None
-    user_vars: dict[str, dict[str, str]]
-    shell_commands: list[str]
-    settings: Settings
-    warnings: list[str] = field(default_factory=list)
-    _tmp: Path | None = None
-    pin: Pin | None = None  # a rerun: the code, image and place of the original run
-
-    def cleanup(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-# -- validation ----------------------------------------------------------------------------------
-def prepare(request: RunRequest, reporter: Reporter) -> Prepared:
-    """Validate project, job, payload, variables and options; create nothing."""
-    project = load_project(find_project_file(request.project))
-    job = project.job(request.job)
-    warnings = list(project.warnings)
-    tmp = None
-    payload_file, payload = None, None
-    if request.payload is not None:
-        payload_file, tmp = _payload_file(request.payload)
-        try:
-            payload = read_payload(payload_file)
-        except BaseException:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        warnings.extend(payload.warnings)
-    try:
-        return _prepare_rest(request, reporter, project, job, warnings, payload_file, payload, tmp)
-    except BaseException:
-        if tmp:  # the copy of a payload read from stdin: nothing may stay behind
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _prepare_rest(
-    request: RunRequest,
-    reporter: Reporter,
-    project: Project,
-    job: Job,
-    warnings: list[str],
-    payload_file: Path | None,
-    payload: PayloadInfo | None,
-    tmp: Path | None,
-) -> Prepared:
-    """The checks after the payload is read: variables, commands, options, outputs, image."""
-    user_vars = {
-        "project": dict(project.variables),
-        "env_file": _env_files(request.env_files),
-        "cli": parse_assignments(request.variables, option="--var"),
-        "secrets": parse_assignments(request.secrets, option="--secret"),
-        "payload": dict(payload.variables) if payload else {},
-    }
-    run_id = request.run_id or new_suuid()
-    known = set().union(*user_vars.values()) | set(_builtins_probe(run_id))
-    shell_commands = []
-    arithmetic: set[str] = set()
-    for i, command in enumerate(job.commands):
-        text, notes = render_command(command, known, where=f"job '{job.name}' command {i + 1}", arithmetic=arithmetic)
-        shell_commands.append(text)
-        warnings.extend(notes)
-    settings = _settings(request, project, job)
-    prepared = Prepared(
-        request,
-        project,
-        job,
-        project_id(project),
-        run_id,
-        payload_file,
-        payload,
-        user_vars,
-        shell_commands,
-        settings,
-        warnings,
-        tmp,
-    )
-    # Render what is rendered on the host once now, with a stand-in package id that cannot
-    # change a path's shape, so a bad output path or image is a config error before anything.
-    variables = _variables(prepared, package_id="0000-0000-0000-0000")
-    masker = variables.masker()
-    with masked_errors(masker):  # a secret in an output path or image name stays out of the message
-        _render_outputs(prepared, variables)
-        check_arithmetic(arithmetic, variables, where=f"job '{job.name}'")
-    prepared.warnings = [masker.mask(warning) for warning in warnings]
-    for warning in prepared.warnings:
-        reporter.warning(warning)
-    return prepared
-
-
-@contextlib.contextmanager
-def masked_errors(masker: Masker) -> Iterator[None]:
-    """Secrets masked in the message of an AnnaRunError raised inside (they are printed and recorded)."""
-    try:
-        yield
-    except AnnaRunError as exc:
-        exc.message = masker.mask(exc.message)
-        exc.args = (exc.message, *exc.args[1:])
-        if exc.hint:
-            exc.hint = masker.mask(exc.hint)
-        raise
-
-
-def _payload_file(ref: str) -> tuple[Path, Path | None]:
-    if ref != "-":
-        path = Path(ref)
-        if not path.is_file():
-            raise ConfigError(f"payload {ref}: no such file")
-        return path, None
-    tmp = Path(tempfile.mkdtemp(prefix="anna-run-payload-"))
-    path = tmp / "payload.json"
-    with open(path, "wb") as f:
-        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-    return path, tmp
-
-
-def _env_files(paths: tuple[Path, ...]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for path in paths:
-        merged.update(parse_env_file(path))
-    return merged
-
-
-def _builtins_probe(run_id: str) -> dict[str, str]:
-    return builtin_variables(
-        token="", run_id=run_id, job="", project_id="", package_id="", payload_id="x", timezone="UTC"
-    )
-
-
-def _settings(request: RunRequest, project: Project, job: Job) -> Settings:
-    env = project.environment_for(job)
-    network = request.network or job.network or "bridge"
-    if network not in ("bridge", "none"):
-        raise ConfigError(f"--network {network!r}: use 'bridge' or 'none'")
-    pull = request.pull or env.pull or "if-not-present"
-    if pull not in ("if-not-present", "always", "never"):
-        raise ConfigError(f"--pull {pull!r}: use if-not-present, always or never")
-    timeout = parse_duration(request.timeout, where="--timeout") if request.timeout else job.timeout
-    memory = parse_memory(request.memory, where="--memory") if request.memory else job.resources.memory
-    cpus = request.cpus if request.cpus is not None else job.resources.cpus
-    if cpus is not None and cpus <= 0:
-        raise ConfigError("--cpus must be a positive number")
-    gpus: int | str | None = job.resources.gpus
-    if request.gpus is not None:
-        gpus = request.gpus if request.gpus == "all" else _int_option(request.gpus, "--gpus")
-    image = request.image or env.image or ""
-    build = None if request.image else env.build
-    cache = () if request.no_cache else tuple(dict.fromkeys((*DEFAULT_CACHE, *job.cache)))
-    return Settings(
-        image,
-        pull,
-        timeout,
-        cpus,
-        memory,
-        gpus,
-        network,
-        project.timezone_for(job),
-        cache,
-        build,
-        env.build_args if build else (),
-    )
-
-
-def _int_option(value: str, option: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{option} {value!r}: a whole number or 'all'") from None
-    if number < 0:
-        raise ConfigError(f"{option} must not be negative")
-    return number
-
-
-def project_id(project: Project) -> str:
-    """Stable for the project on this machine: derived from where its file lives."""
-    digest = hashlib.sha256(str(project.root.resolve()).encode()).digest()
-    return suuid_from_digest(digest)
-
-
-def _variables(prepared: Prepared, package_id: str) -> Variables:
-    payload = prepared.payload
-    builtins = builtin_variables(
-        token=prepared.request.token,
-        run_id=prepared.run_id,
-        job=prepared.job.name,
-        project_id=prepared.project_id,
-        package_id=package_id,
-        payload_id=suuid_from_digest(payload.sha256) if payload else None,
-        timezone=prepared.settings.timezone,
-    )
-    v = prepared.user_vars
-    return resolve(
-        project=v["project"],
-        env_file=v["env_file"],
-        cli=v["cli"],
-        secrets=v["secrets"],
-        payload=v["payload"],
-        builtins=builtins,
-    )
-
-
-@dataclass(frozen=True)
-class Rendered:
-    image: str
-    result: str | None
-    artifacts: tuple[str, ...]
-    credentials: tuple[str, str] | None
-
-
-def _render_outputs(prepared: Prepared, variables: Variables) -> Rendered:
-    values = variables.as_dict()
-    job = prepared.job
-    where = f"{prepared.project.file}: job '{job.name}'"
-    result = None
-    if job.output.result:
-        result = render(job.output.result, values, where=f"{where} output.result")
-        check_relative_path(result, what="output.result")
-    artifacts = []
-    for path in job.output.artifacts:
-        rendered = render(path, values, where=f"{where} output.artifact")
-        check_relative_path(rendered, what="output.artifact")
-        artifacts.append(rendered)
-    image = render(prepared.settings.image, values, where=f"{where} environment.image").strip()
-    if prepared.settings.build is None:
-        from .image import valid_reference
-
-        if not valid_reference(image):
-            hint = "e.g. python:3.11-slim or registry.example.com/team/image:tag (lower case)"
-            raise ConfigError(f"{where}: image name {image!r} is not a valid image reference", hint=hint)
-    for name in prepared.settings.build_args:
-        if name not in values:
-            raise ConfigError(f"{where}: build_args names {name!r}, which is not a variable")
-    creds = prepared.project.environment_for(job).credentials
-    credentials = None
-    if creds is not None:
-        credentials = (
-            render(creds.username, values, where=f"{where} credentials.username"),
-            render(creds.password, values, where=f"{where} credentials.password"),
-        )
-    return Rendered(image, result, tuple(artifacts), credentials)
-
-
 # -- the run -------------------------------------------------------------------------------------
 def run_job(request: RunRequest, reporter: Reporter) -> RunRecord:
-    """Validate, then run. Returns the final record; raises ConfigError before anything starts,
+    """Check, then run. Returns the final record; raises ConfigError before anything is created,
     EngineError when the engine fails (the run is recorded first), Cancelled on Ctrl-C."""
+    from .engine import connect
+
     prepared = prepare(request, reporter)
     try:
-        return execute(prepared, reporter)
+        engine = connect()  # no engine: an error before the store is opened or anything packed
+        store = open_store(request.store, reporter=reporter)
+        return execute(prepared, engine, store, reporter)
     finally:
         prepared.cleanup()
 
 
-def execute(prepared: Prepared, reporter: Reporter, *, store: Store | None = None) -> RunRecord:
-    """Run a prepared request. ``store``: where it is recorded (default: the request's store);
-    a runner host passes one that lets only the holder of the run's lease write it."""
-    from .engine import connect
+@dataclass(frozen=True)
+class Staged:
+    """What a run's container needs from the store: its code package and payload, in the store."""
 
-    api = connect()
-    store = store if store is not None else open_store(prepared.request.store, reporter=reporter)
+    package: Package
+    payload: BlobRef | None
+    variables: Variables  # with the real package id
+
+
+def stage(prepared: PreparedRun, store: Store, reporter: Reporter) -> Staged:
+    """Put the run's code package and payload in the store (unchanged ones are not sent again)."""
+    package = _package(prepared, store, reporter)
+    store.publish_package(package.path, package.sha256)  # S3: up once, unless already there
+    payload = None
+    if prepared.payload is not None and prepared.payload_file is not None:
+        info = prepared.payload
+        store.add_payload(prepared.payload_file, info.sha256)
+        payload = BlobRef(id=suuid_from_digest(info.sha256), sha256=info.sha256, size=info.size)
+    return Staged(package, payload, prepared.variables_for(package.sha256))
+
+
+class Recorder:
+    """Saves a run's record, masked as a whole where it leaves the run."""
+
+    def __init__(self, store: Store, masker: Masker) -> None:
+        self.store = store
+        self.mask = masker.mask
+
+    def save(self, record: RunRecord) -> RunRecord:
+        record = record.masked(self.mask)
+        return self.store.save_record(record) or record  # as stored: S3 may say upload "pending"
+
+    def finish(self, record: RunRecord, *, status: str, reason: str | None, **extra) -> RunRecord:
+        """The final record: how the run ended, and what it left (logs, outputs)."""
+        sink = extra.pop("sink", None)
+        collected = extra.pop("collected", None)
+        duration = extra.pop("duration", None)
+        changes = {"status": status, "reason": reason, "finished_at": now_iso(), "runner": None}
+        for key in ("commands", "exit_code"):
+            if key in extra:
+                changes[key] = extra[key]
+        if duration is not None:
+            changes["duration_s"] = round(duration, 3)
+        if sink is not None:
+            changes["log_truncated"] = sink.truncated
+        if collected is not None:
+            changes["result"] = collected.result
+            changes["artifacts"] = tuple(collected.artifacts)
+            changes["refused"] = tuple(collected.refused)
+            changes["warnings"] = record.warnings + tuple(f"not found: {p}" for p in collected.missing)
+        final = record.evolve(**changes)
+        try:
+            return self.save(final)
+        except AnnaRunError as exc:
+            # A full store: stdout.log and stderr.log repeat log.txt; without them the record fits,
+            # and says how the run ended instead of staying "running".
+            full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+            if full and _drop_log_copies(self.store.run_dir(record.id)):
+                with contextlib.suppress(AnnaRunError):
+                    return self.save(final)
+        return final
+
+
+def execute(prepared: PreparedRun, engine, store: Store, reporter: Reporter) -> RunRecord:
+    """Run a prepared run on ``engine`` (a docker APIClient), recorded in ``store`` (a runner
+    host passes one that lets only the holder of the run's lease write it). Whatever way the run
+    ends, its record says so. Everything the run says leaves masked: the reporter's text, the
+    stored log, the record and the message of an error raised from here."""
+    reporter = MaskedReporter(reporter, prepared.masker.mask)
+    recorder = Recorder(store, prepared.masker)
     record: RunRecord | None = None
-    masker = _variables(prepared, package_id="0000-0000-0000-0000").masker()
     try:
-        with masked_errors(masker):  # e.g. a pull error naming an image built from a secret
-            package = _package(prepared, store, reporter)
-            store.publish_package(package.path, package.sha256)  # S3: up once, unless already there
-            variables = _variables(prepared, suuid_from_digest(package.sha256))
-            rendered = _render_outputs(prepared, variables)
-            payload_ref = _store_payload(prepared, store)
-            image = _image(prepared, api, store, rendered, variables, reporter)
-            record = _first_record(prepared, store, variables, package, payload_ref, image, rendered)
-            store.save_record(record)
-            record = _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter)
+        with masked_errors(prepared.masker):  # e.g. a pull error naming an image built from a secret
+            staged = stage(prepared, store, reporter)
+            rendered = render_outputs(prepared, staged.variables)
+            image = _image(prepared, engine, store, rendered, staged.variables, reporter)
+            record = recorder.save(first_record(prepared, staged, image, rendered))
+            record = _in_sandbox(prepared, engine, recorder, record, staged, rendered, reporter)
     except KeyboardInterrupt:
         if record is not None:
-            record = _finish(store, record, status="cancelled", reason="cancelled by the user")
+            record = recorder.finish(record, status="cancelled", reason="cancelled by the user")
         raise Cancelled("cancelled") from None
     except Cancelled as exc:
         if record is not None and not exc.recorded:  # else the sandbox recorded how far it got
-            _finish(store, record, status="cancelled", reason="cancelled by the user")
+            recorder.finish(record, status="cancelled", reason="cancelled by the user")
         raise
     except EngineError as exc:
         if record is not None:
-            _finish(store, record, status="failed", reason=f"engine: {exc.message}")
+            recorder.finish(record, status="failed", reason=f"engine: {exc.message}")
         raise
     except Exception as exc:  # a store fault or a bug: the record still says how the run ended
         if record is not None:
             message = exc.message if isinstance(exc, AnnaRunError) else f"internal error: {type(exc).__name__}: {exc}"
-            _finish(store, record, status="failed", reason=message)
+            recorder.finish(record, status="failed", reason=message)
         raise
     return record
 
 
-def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables: Variables, reporter: Reporter):
-    """The image the job runs in: built from the project, or present per the pull policy."""
+def _image(prepared: PreparedRun, api, store: Store, rendered: Rendered, variables: Variables, reporter: Reporter):
+    """The image the job runs in: the original one (a rerun), built from the project, or present
+    per the pull policy."""
     from .image import build_image, ensure_image, ensure_pinned
 
     settings = prepared.settings
-    if prepared.pin is not None and prepared.pin.image is not None:
-        return ensure_pinned(api, prepared.pin.image, reporter=reporter)
+    if isinstance(prepared.source, FromStore) and prepared.source.image is not None:
+        return ensure_pinned(api, prepared.source.image, reporter=reporter)
     if settings.build is not None:
         values = variables.as_dict()
         return build_image(
@@ -443,7 +171,6 @@ def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables:
             build_args={name: values[name] for name in settings.build_args},
             labels={"io.anna-run.project": prepared.project_id},
             reporter=reporter,
-            mask=variables.masker().mask,
             cache_file=store.cache_dir() / f"build-{prepared.project_id}.json",
         )
     credentials = None
@@ -454,11 +181,11 @@ def _image(prepared: Prepared, api, store: Store, rendered: Rendered, variables:
     return ensure_image(api, rendered.image, pull=settings.pull, reporter=reporter, credentials=credentials)
 
 
-def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
+def _package(prepared: PreparedRun, store: Store, reporter: Reporter) -> Package:
     from .package import build_package
 
-    if prepared.pin is not None:
-        return prepared.pin.package
+    if prepared.pinned_package is not None:
+        return prepared.pinned_package
     reporter.step_started("package", str(prepared.project.root))
     root = prepared.project.root
     store_root = store.local_root  # the store's folder, or an S3 store's spool
@@ -476,42 +203,35 @@ def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
     return package
 
 
-def _store_payload(prepared: Prepared, store: Store) -> BlobRef | None:
-    info = prepared.payload
-    if info is None or prepared.payload_file is None:
-        return None
-    store.add_payload(prepared.payload_file, info.sha256)
-    return BlobRef(id=suuid_from_digest(info.sha256), sha256=info.sha256, size=info.size)
-
-
-def _first_record(prepared, store, variables, package, payload_ref, image, rendered) -> RunRecord:
-    job = prepared.job
-    user_names = set().union(*prepared.user_vars.values())
-    masked = {k: v for k, v in variables.masked().items() if k in user_names}
+def first_record(prepared: PreparedRun, staged: Staged, image: ImageInfo, rendered: Rendered) -> RunRecord:
+    """The record of a run whose container is about to be made (status running)."""
+    variables = staged.variables
+    user_names = prepared.user_names
     settings = prepared.settings
+    rerun_of = prepared.source.rerun_of if isinstance(prepared.source, FromStore) else None
     return RunRecord(
         id=prepared.run_id,
-        job=job.name,
+        job=prepared.job.name,
         project=prepared.project_id,
-        project_root=prepared.pin.project_root if prepared.pin else str(prepared.project.root),
-        rerun_of=prepared.pin.rerun_of if prepared.pin else None,
+        project_root=prepared.project_root,
+        rerun_of=rerun_of,
         status="running",
-        commands=tuple(CommandResult(command=c, exit_code=None) for c in _echoes(job, variables)),
+        commands=tuple(CommandResult(command=c, exit_code=None) for c in prepared.job.commands),
         created_at=now_iso(),
         started_at=now_iso(),
         image=image,
-        package=BlobRef(id=suuid_from_digest(package.sha256), sha256=package.sha256, size=package.size),
-        payload=payload_ref,
-        variables=masked,
+        package=_package_ref(staged.package),
+        payload=staged.payload,
+        variables={k: v for k, v in variables.masked().items() if k in user_names},
         secret_names=tuple(sorted(variables.secret_names & user_names)),
         name=prepared.request.name,
         description=prepared.request.description,
         host=socket.gethostname(),
         runner_version=__version__,
         runner=runner_identity(),
-        warnings=tuple(prepared.warnings),
+        warnings=prepared.warnings,
         settings={
-            "image": variables.masker().mask(rendered.image),
+            "image": rendered.image,
             "pull": settings.pull,
             "timeout_s": settings.timeout,
             "cpus": settings.cpus,
@@ -521,19 +241,21 @@ def _first_record(prepared, store, variables, package, payload_ref, image, rende
             "timezone": settings.timezone,
             "cache": list(settings.cache),
             "build": settings.build,
-            "result": variables.masker().mask(rendered.result) if rendered.result else None,
-            "artifacts": [variables.masker().mask(path) for path in rendered.artifacts],
+            "build_args": list(settings.build_args),
+            "result": rendered.result,
+            "artifacts": list(rendered.artifacts),
         },
     )
 
 
-def queued_record(prepared: Prepared) -> RunRecord:
-    """The record of a run accepted but not started (``--detach``; runner hosts later)."""
-    return RunRecord(
+def queued_record(prepared: PreparedRun, staged: Staged | None = None) -> RunRecord:
+    """The record of a run accepted but not started (``--detach``; ``submit``, with what it staged),
+    masked."""
+    record = RunRecord(
         id=prepared.run_id,
         job=prepared.job.name,
         project=prepared.project_id,
-        project_root=str(prepared.project.root),
+        project_root=prepared.project_root,
         status="queued",
         created_at=now_iso(),
         name=prepared.request.name,
@@ -541,20 +263,38 @@ def queued_record(prepared: Prepared) -> RunRecord:
         host=socket.gethostname(),
         runner_version=__version__,
     )
+    if staged is not None:
+        user_names = prepared.user_names
+        record = record.evolve(
+            package=_package_ref(staged.package),
+            payload=staged.payload,
+            variables={k: v for k, v in staged.variables.masked().items() if k in user_names},
+            secret_names=tuple(sorted(staged.variables.secret_names & user_names)),
+            warnings=prepared.warnings,
+        )
+    return record.masked(prepared.masker.mask)
 
 
-def _echoes(job: Job, variables: Variables) -> list[str]:
-    masker = variables.masker()
-    return [masker.mask(command) for command in job.commands]
+def _package_ref(package: Package) -> BlobRef:
+    return BlobRef(id=suuid_from_digest(package.sha256), sha256=package.sha256, size=package.size)
 
 
-def _in_sandbox(prepared, api, store, record, variables, package, rendered, reporter) -> RunRecord:
+def _in_sandbox(
+    prepared: PreparedRun,
+    api,
+    recorder: Recorder,
+    record: RunRecord,
+    staged: Staged,
+    rendered: Rendered,
+    reporter: Reporter,
+) -> RunRecord:
     from .collect import collect
     from .logsink import LogSink
     from .sandbox import LABEL, Sandbox, SandboxSpec
     from .script import STATUS_PATH, CommandStatus, build_script, entrypoint, parse_status
 
     settings = prepared.settings
+    package = staged.package
     labels = {
         f"{LABEL}.run": record.id,
         f"{LABEL}.job": prepared.job.name,
@@ -564,12 +304,12 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
     }
     if prepared.request.keep:
         labels[f"{LABEL}.keep"] = "1"
-    script = build_script(prepared.shell_commands, [c.command for c in record.commands])
+    script = build_script(list(prepared.shell_commands), [c.command for c in record.commands])
     command, script_tar = entrypoint(script)
     spec = SandboxSpec(
         image=record.image.id or rendered.image,
         name=f"anna-run-{record.id}",
-        environment=variables.as_dict(),
+        environment=staged.variables.as_dict(),
         labels=labels,
         entrypoint=command,
         network=settings.network,
@@ -579,8 +319,8 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
         payload=prepared.payload is not None,
         volumes=_cache_volumes(api, prepared),
     )
-    run_dir = store.run_dir(record.id)
-    sink = LogSink(run_dir, variables.masker, reporter)
+    run_dir = recorder.store.run_dir(record.id)
+    sink = LogSink(run_dir, prepared.variables.masker, reporter)
     started = time.monotonic()
     try:
         with Sandbox(api, spec, keep=prepared.request.keep) as sandbox:
@@ -592,7 +332,7 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
             if prepared.payload_file is not None:
                 sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
             reporter.step_done("copy")
-            reporter.step_started("run", f"{prepared.job.name} in {variables.masker().mask(rendered.image)}")
+            reporter.step_started("run", f"{prepared.job.name} in {rendered.image}")
             outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=grace_s())
             sink.close()
             sink.check()  # a store that filled up or went read-only: a store error, outputs not kept
@@ -614,38 +354,15 @@ def _in_sandbox(prepared, api, store, record, variables, package, rendered, repo
         CommandResult(command=c.command, exit_code=s.exit_code, duration_s=s.duration_s)
         for c, s in zip(record.commands, statuses, strict=True)
     )
+    ended = {"commands": commands, "exit_code": outcome.exit_code, "duration": time.monotonic() - started, "sink": sink}
     if outcome.cancelled:
-        _finish(
-            store,
-            record,
-            status="cancelled",
-            reason="cancelled by the user",
-            commands=commands,
-            exit_code=outcome.exit_code,
-            duration=time.monotonic() - started,
-            sink=sink,
-            collected=collected,
-        )
+        recorder.finish(record, status="cancelled", reason="cancelled by the user", **ended)
         cancelled = Cancelled("cancelled; the container was stopped and removed")
         cancelled.recorded = True
         raise cancelled
-    status, reason, exit_code = _verdict(outcome, collected, rendered, settings)
-    # What the record says about paths is masked too ("result missing: out/<secret>.json").
-    masker = variables.masker()
-    reason = masker.mask(reason) if reason else reason
-    collected.refused = [masker.mask(text) for text in collected.refused]
-    collected.missing = [masker.mask(text) for text in collected.missing]
-    return _finish(
-        store,
-        record,
-        status=status,
-        reason=reason,
-        commands=commands,
-        exit_code=exit_code,
-        duration=time.monotonic() - started,
-        sink=sink,
-        collected=collected,
-    )
+    status, reason, exit_code = verdict(outcome, collected, rendered, settings)
+    ended["exit_code"] = exit_code
+    return recorder.finish(record, status=status, reason=reason, collected=collected, **ended)
 
 
 def _engine_says_all(job: Job, outcome) -> bool:
@@ -655,7 +372,9 @@ def _engine_says_all(job: Job, outcome) -> bool:
     return len(job.commands) == 1 and outcome.exit_code == 0 and not (outcome.timed_out or outcome.cancelled)
 
 
-def _verdict(outcome, collected, rendered, settings) -> tuple[str, str | None, int | None]:
+def verdict(outcome, collected, rendered: Rendered, settings: Settings) -> tuple[str, str | None, int | None]:
+    """How a run that ended by itself went: (status, reason, exit code), from the container's
+    outcome and what collecting its outputs found."""
     if outcome.timed_out:
         return "timeout", f"timed out after {settings.timeout:g} s", outcome.exit_code
     if outcome.oom:
@@ -669,37 +388,6 @@ def _verdict(outcome, collected, rendered, settings) -> tuple[str, str | None, i
     return "succeeded", None, 0
 
 
-def _finish(store: Store, record: RunRecord, *, status: str, reason: str | None, **extra) -> RunRecord:
-    sink = extra.pop("sink", None)
-    collected = extra.pop("collected", None)
-    duration = extra.pop("duration", None)
-    changes = {"status": status, "reason": reason, "finished_at": now_iso(), "runner": None}
-    if "commands" in extra:
-        changes["commands"] = extra["commands"]
-    if "exit_code" in extra:
-        changes["exit_code"] = extra["exit_code"]
-    if duration is not None:
-        changes["duration_s"] = round(duration, 3)
-    if sink is not None:
-        changes["log_truncated"] = sink.truncated
-    if collected is not None:
-        changes["result"] = collected.result
-        changes["artifacts"] = tuple(collected.artifacts)
-        changes["refused"] = tuple(collected.refused)
-        changes["warnings"] = record.warnings + tuple(f"not found: {p}" for p in collected.missing)
-    final = record.evolve(**changes)
-    try:
-        final = store.save_record(final) or final  # as stored: S3 may say upload "pending"
-    except AnnaRunError as exc:
-        # A full store: stdout.log and stderr.log repeat log.txt; without them the record fits,
-        # and says how the run ended instead of staying "running".
-        full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
-        if full and _drop_log_copies(store.run_dir(record.id)):
-            with contextlib.suppress(AnnaRunError):
-                final = store.save_record(final) or final
-    return final
-
-
 def _drop_log_copies(run_dir: Path) -> bool:
     dropped = False
     for name in ("stdout.log", "stderr.log"):
@@ -709,7 +397,7 @@ def _drop_log_copies(run_dir: Path) -> bool:
     return dropped
 
 
-def _cache_volumes(api, prepared: Prepared) -> tuple[tuple[str, str], ...]:
+def _cache_volumes(api, prepared: PreparedRun) -> tuple[tuple[str, str], ...]:
     """One named volume per cache path of the project, kept between its runs (labelled, so
     `gc` leaves them alone and `images prune` could find them)."""
     volumes = []
@@ -720,9 +408,9 @@ def _cache_volumes(api, prepared: Prepared) -> tuple[tuple[str, str], ...]:
         try:
             api.create_volume(name, labels=labels)
         except Exception as exc:
-            from .engine import _short
+            from .engine import short_error
 
-            raise EngineError(f"cannot create the cache volume for {path}: {_short(exc)}") from None
+            raise EngineError(f"cannot create the cache volume for {path}: {short_error(exc)}") from None
         volumes.append((name, path))
     return tuple(volumes)
 

@@ -2,9 +2,10 @@
 payload in the shared store (content-addressed: unchanged code is not sent again), record the
 run as `queued` and enqueue it on a Celery queue; a runner host does the rest.
 
-The Celery message carries what the worker needs to build the same run: the package and payload
-by sha, the variables by source and the resolved settings. It also carries the run's secrets
-(``--secret`` and secret-named variables), in clear, inside the broker: they are never written
+The Celery message carries the run's request itself, with the package and payload by sha and the
+--env-file values: the worker prepares the same run from it with the same ``prepare``, so a runner
+host refuses what a local run refuses. It also carries the run's secrets (``--secret`` and
+secret-named variables), in clear, inside the broker: they are never written
 to the store or the record, and the task is shown everywhere (Celery's logs, `inspect`) by the
 run id only — but whoever can read the broker's Redis can read them. Protect it (a password, TLS
 with rediss://, a private network); see README, 'Runner hosts'.
@@ -18,27 +19,30 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import BrokerError
-from ..progress import Reporter
 from ..record import BlobRef, RunRecord, now_iso
+from ..report import Reporter
 from .celery_app import TASK, HostSettings, broker_unreachable, host_settings, make_app, redis_client
 
 if TYPE_CHECKING:
-    from ..run import Prepared, RunRequest
+    from ..request import PreparedRun, RunRequest
+    from ..run import Staged
     from ..store.base import Store
 
-MESSAGE_VERSION = 1
+# 2: the message carries the RunRequest itself; the worker prepares the same run from it.
+MESSAGE_VERSION = 2
 
 
 def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
-    """Validate, publish, record `queued`, enqueue; returns the queued record. Raises
+    """Check, publish, record `queued`, enqueue; returns the queued record. Raises
     ConfigError (nothing queued, nothing stored) or BrokerError."""
-    from ..run import _package, _store_payload, _variables, prepare, queued_record
+    from ..report import MaskedReporter
+    from ..request import masked_errors, prepare, with_run_id
+    from ..run import queued_record, stage
     from ..store.base import open_store
-    from ..variables import new_suuid, suuid_from_digest
 
     settings = host_settings()  # no broker named: a config error before anything else
     _check_queue(queue)
-    request = dataclasses.replace(request, run_id=request.run_id or new_suuid())
+    request = with_run_id(request)
     prepared = prepare(request, reporter)
     try:
         r = redis_client(settings)
@@ -46,26 +50,14 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
             r.ping()
         except Exception as exc:
             raise broker_unreachable(settings, exc) from None
-        store = open_store(request.store, reporter=reporter)
-        package = _package(prepared, store, reporter)
-        store.publish_package(package.path, package.sha256)  # S3: sent once, unless already there
-        payload_ref = _store_payload(prepared, store)
-        variables = _variables(prepared, suuid_from_digest(package.sha256))
-        user_names = set().union(*prepared.user_vars.values())
-        record = queued_record(prepared).evolve(
-            queue=queue,
-            attempts=0,
-            host="",  # not on a runner host yet
-            package=BlobRef(id=suuid_from_digest(package.sha256), sha256=package.sha256, size=package.size),
-            payload=payload_ref,
-            variables={k: v for k, v in variables.masked().items() if k in user_names},
-            secret_names=tuple(sorted(variables.secret_names & user_names)),
-            warnings=tuple(prepared.warnings),
-        )
-        message = _message(prepared, queue, package.sha256, package.size, payload_ref)
-        message["record"] = record.to_dict()  # masked: what the worker starts the record from
-        store.save_record(record)
-        _enqueue(settings, store, record, message)
+        with masked_errors(prepared.masker):
+            store = open_store(request.store, reporter=reporter)
+            staged = stage(prepared, store, MaskedReporter(reporter, prepared.masker.mask))
+            record = queued_record(prepared, staged).evolve(queue=queue, attempts=0, host="")  # no host yet
+            message = task_message(prepared, staged, queue)
+            message["record"] = record.to_dict()  # masked: what the worker starts the record from
+            store.save_record(record)
+            _enqueue(settings, store, record, message)
         return record
     finally:
         prepared.cleanup()
@@ -78,24 +70,21 @@ def _check_queue(queue: str) -> None:
         raise ConfigError(f"--queue {queue!r}: one queue name, no spaces or commas")
 
 
-def _message(prepared: Prepared, queue: str, sha256: str, size: int, payload: BlobRef | None) -> dict[str, Any]:
-    sources = {k: v for k, v in prepared.user_vars.items() if k != "payload"}  # the worker reads the payload
-    request = prepared.request
+def task_message(prepared: PreparedRun, staged: Staged, queue: str) -> dict[str, Any]:
+    """The task's message: the request itself, and what of it only this machine can read (the
+    --env-file values, the code package and payload, by sha256, in the store)."""
+    request = dataclasses.replace(prepared.request, payload=None, env_files=(), project=None)
+    payload: BlobRef | None = staged.payload
     return {
         "v": MESSAGE_VERSION,
         "run_id": prepared.run_id,
         "job": prepared.job.name,
+        "request": request.to_json(),
+        "env_file": prepared.sources["env_file"],
         "project_id": prepared.project_id,
-        "project_root": str(prepared.project.root),
-        "package": {"sha256": sha256, "size": size},
+        "project_root": prepared.project_root,
+        "package": {"sha256": staged.package.sha256, "size": staged.package.size},
         "payload": None if payload is None else {"sha256": payload.sha256, "size": payload.size},
-        "variables": sources,
-        "settings": dataclasses.asdict(prepared.settings),
-        "token": request.token,
-        "name": request.name,
-        "description": request.description,
-        "keep": request.keep,
-        "warnings": list(prepared.warnings),
         "queue": queue,
         "submitted_at": now_iso(),
     }

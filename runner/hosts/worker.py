@@ -12,6 +12,7 @@ lets only the lease holder write the record, and a Reporter that publishes the l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,12 +33,14 @@ from ..record import RunRecord, now_iso
 from .celery_app import TASK, HostSettings, host_key, host_settings, make_app, redis_client, redis_errors, run_key
 from .lease import FINAL_TTL, Heartbeat, Lease, LeasedStore, is_final
 from .livelog import LivePublisher
+from .submit import MESSAGE_VERSION
 
 if TYPE_CHECKING:
     import redis
     from celery import Celery
 
-    from ..run import Prepared
+    from ..report import Reporter
+    from ..request import PreparedRun
     from ..store.base import Store
 
 log = logging.getLogger("anna_run.hosts")
@@ -266,6 +269,7 @@ def _run(
     publisher: LivePublisher,
     base: RunRecord,
 ) -> None:
+    from ..engine import connect
     from ..run import execute
 
     failure: str | None = None
@@ -274,9 +278,9 @@ def _run(
     prepared = None
     try:
         with heartbeat:
-            prepared = prepare_submitted(message, store, PackageCache(ctx.cache))
+            prepared = prepare_submitted(message, store, PackageCache(ctx.cache), publisher)
             with stop:
-                execute(prepared, publisher, store=leased)
+                execute(prepared, connect(), leased, publisher)
     except (Cancelled, KeyboardInterrupt):
         pass
     except ConfigError as exc:
@@ -461,58 +465,30 @@ def _payload_file(store: Store, sha256: str) -> Path:
     return path
 
 
-def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache) -> Prepared:
-    """The ``Prepared`` run of a submitted request on this host: the same checks as
-    ``run.prepare`` did on the submitting machine, with the code from the store."""
+def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache, reporter: Reporter) -> PreparedRun:
+    """The prepared run of a submitted request on this host: the request goes through the same
+    ``prepare`` as on the submitting machine (every check again), with the code from the store."""
     from ..package import Package
-    from ..project import load_project
-    from ..run import Pin, Prepared, RunRequest, Settings
-    from ..variables import builtin_variables, read_payload, render_command
+    from ..request import FromStore, RunRequest, prepare
 
+    if message.get("v") != MESSAGE_VERSION:
+        raise ConfigError(f"a task message of version {message.get('v')}; this runner host reads {MESSAGE_VERSION}")
     sha = message["package"]["sha256"]
     package_path = cache.package(store, sha)
     tree = cache.tree(sha, package_path)
     project_file = next((tree / n for n in PROJECT_FILES if (tree / n).is_file()), None)
     if project_file is None:
         raise ConfigError(f"the code package {sha[:12]} holds no askanna.yml")
-    project = load_project(project_file)
-    job = project.job(message["job"])
-    payload_file = payload = None
+    payload_file = None
     if message.get("payload"):
         payload_file = _payload_file(store, message["payload"]["sha256"])
-        payload = read_payload(payload_file)
-    user_vars = {name: dict(values) for name, values in message["variables"].items()}
-    user_vars["payload"] = dict(payload.variables) if payload else {}
-    probe = builtin_variables(token="", run_id="", job="", project_id="", package_id="", payload_id="x", timezone="UTC")
-    known = set().union(*user_vars.values()) | set(probe)
-    commands = [
-        render_command(c, known, where=f"job '{job.name}' command {i + 1}")[0] for i, c in enumerate(job.commands)
-    ]
-    fields = dict(message["settings"])
-    fields["cache"] = tuple(fields.get("cache") or ())
-    fields["build_args"] = tuple(fields.get("build_args") or ())
-    request = RunRequest(
-        job=job.name,
-        store=store.location,
-        keep=bool(message.get("keep")),
-        name=message.get("name"),
-        description=message.get("description"),
-        token=message.get("token") or "",
-        run_id=message["run_id"],
-        no_cache=not fields["cache"],
-    )
-    package = Package(sha256=sha, size=package_path.stat().st_size, files=0, path=package_path, reused=True)
-    return Prepared(
-        request=request,
-        project=project,
-        job=job,
+    request = dataclasses.replace(RunRequest.from_json(message["request"]), run_id=message["run_id"])
+    source = FromStore(
+        project_file=project_file,
+        package=Package(sha256=sha, size=package_path.stat().st_size, files=0, path=package_path, reused=True),
         project_id=message["project_id"],
-        run_id=message["run_id"],
+        project_root=message.get("project_root") or "",
         payload_file=payload_file,
-        payload=payload,
-        user_vars=user_vars,
-        shell_commands=commands,
-        settings=Settings(**fields),
-        warnings=list(message.get("warnings") or ()),
-        pin=Pin(rerun_of=None, package=package, image=None, project_root=message.get("project_root") or ""),
+        env_values=dict(message.get("env_file") or {}),
     )
+    return prepare(request, reporter, source)
