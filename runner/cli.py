@@ -170,10 +170,10 @@ def _detach(request) -> None:
     import dataclasses
     import subprocess
 
+    from .ids import new_suuid
     from .progress import PlainReporter
     from .run import prepare, queued_record
     from .store.base import open_store
-    from .variables import new_suuid
 
     request = dataclasses.replace(request, run_id=new_suuid())
     prepared = prepare(request, PlainReporter())

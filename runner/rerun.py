@@ -8,11 +8,13 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, NotFound
+from .ids import new_suuid
+from .payload import read_payload
 from .progress import Reporter
 from .record import ImageInfo, RunRecord
 from .run import Pin, Prepared, RunRequest, Settings, execute
 from .store.base import open_store
-from .variables import new_suuid, parse_assignments, read_payload, render_command
+from .variables import parse_assignments, render_command
 
 PROJECT_FILES = ("askanna.yml", "askanna.yaml")
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
+from .ids import new_suuid, suuid_from_digest
 from .orphans import runner_identity
+from .payload import PayloadInfo, read_payload
 from .progress import Reporter
 from .project import (
     Job,
@@ -40,18 +42,14 @@ from .store.base import Store, open_store
 from .variables import (
     PAYLOAD_PATH,
     Masker,
-    PayloadInfo,
     Variables,
     builtin_variables,
     check_arithmetic,
-    new_suuid,
     parse_assignments,
     parse_env_file,
-    read_payload,
     render,
     render_command,
     resolve,
-    suuid_from_digest,
 )
 
 if TYPE_CHECKING:

@@ -465,9 +465,10 @@ def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache
     """The ``Prepared`` run of a submitted request on this host: the same checks as
     ``run.prepare`` did on the submitting machine, with the code from the store."""
     from ..package import Package
+    from ..payload import read_payload
     from ..project import load_project
     from ..run import Pin, Prepared, RunRequest, Settings
-    from ..variables import builtin_variables, read_payload, render_command
+    from ..variables import builtin_variables, render_command
 
     sha = message["package"]["sha256"]
     package_path = cache.package(store, sha)
