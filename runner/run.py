@@ -34,11 +34,10 @@ from .project import (
     check_relative_path,
     find_project_file,
     load_project,
-    parse_duration,
-    parse_memory,
 )
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .store.base import Store, open_store
+from .units import parse_duration, parse_memory
 from .variables import (
     PAYLOAD_PATH,
     Masker,
