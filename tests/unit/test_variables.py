@@ -28,7 +28,6 @@ from anna_run.variables import (
     template_names,
 )
 
-
 # -- names, --var, --secret, --env-file -------------------------------------------------------------
 
 
