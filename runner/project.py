@@ -1,8 +1,8 @@
 """askanna.yml → a validated, typed `Project` of `Job`s.
 
-The file is only *composed* into a YAML node tree (nothing is constructed from tags), by a
-loader that refuses alias bombs, deep nesting and duplicate keys. The tree is then walked
-node by node so that every error names the file, line and column of the value at fault.
+The file is only *composed* into a YAML node tree (nothing is constructed from tags), by the
+hardened loader of :mod:`.yamlsafe`. The tree is then walked node by node so that every error
+names the file, line and column of the value at fault.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError
+from .units import duration_seconds, memory_bytes
+from .yamlsafe import compose_file
 
 DEFAULT_IMAGE = "python:3.11-slim"
 RESERVED_NAMES: frozenset[str] = frozenset(
@@ -34,11 +36,6 @@ JOB_KEYS = (
     "job", "output", "environment", "timeout", "resources", "network",
     "cache", "timezone", "schedule", "notifications", "description",
 )  # fmt: skip
-
-MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_DEPTH = 64
-MAX_ALIAS_NODES = 10_000  # nodes that aliases may add beyond what the file spells out
-MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a memory limit below 6 MiB
 
 _T = "tag:yaml.org,2002:"
 _V = TypeVar("_V")
@@ -184,7 +181,7 @@ def _project_file_in(directory: Path) -> Path | None:
 def load_project(file: Path) -> Project:
     """Read, compose and validate `file`; every problem is a ConfigError naming file:line:col."""
     name = str(file)
-    root = _compose(_read_text(file), name)
+    root = compose_file(file)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _T + "null"):
         raise ConfigError("the file is empty; it needs at least one job", file=name, hint=_JOB_HINT)
     return _Walker(name).project(root, file)
@@ -194,63 +191,6 @@ _JOB_HINT = "a job is a name holding a mapping with a `job:` list of commands"
 
 
 # --- values shared with the command line ----------------------------------------------------
-
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?\s*[a-z]+\s*)+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
-_SECONDS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60}
-_SECONDS |= {"minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600}
-_SECONDS |= {"hours": 3600, "d": 86400, "day": 86400, "days": 86400}
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
-_MEMORY_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def _seconds(value: object) -> float:
-    """Seconds in `value`; ValueError saying why not."""
-    example = "use e.g. 90s, 30m, 1h30m, 1.5h or 1d"
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if is_number or (isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value)):
-        seconds = float(value)  # type: ignore[arg-type]
-    elif isinstance(value, str) and _DURATION.fullmatch(text := value.strip().lower()):
-        seconds = 0.0
-        for number, unit in _DURATION_PART.findall(text):
-            if unit not in _SECONDS:
-                raise ValueError(f"{value!r} has an unknown unit {unit!r}; {example}")
-            seconds += float(number) * _SECONDS[unit]
-    else:
-        raise ValueError(f"{value!r} is not a duration; {example}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} is not a duration above zero; {example}")
-    return seconds
-
-
-def _bytes(value: object) -> int:
-    """Bytes in `value` (Docker's units: k = 1024); ValueError saying why not."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (match := _MEMORY.fullmatch(value.strip())):
-        unit = match[2].lower() if match[2] else None
-        size = int(float(match[1]) * _MEMORY_UNITS[unit])
-    else:
-        raise ValueError(f"{value!r} is not a memory size; use e.g. 512m, 4g or 2GiB")
-    if size < MIN_MEMORY:
-        raise ValueError(f"{value!r} is below Docker's minimum memory limit of 6m (6 MiB)")
-    return size
-
-
-def parse_duration(value: object, *, where: str) -> float:
-    """Seconds (> 0) from 45, 45.0, "90s", "30m", "1h30m", "1.5h", "1d"; `where` prefixes the error."""
-    try:
-        return _seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def parse_memory(value: object, *, where: str) -> int:
-    """Bytes (>= 6 MiB) from an int or "512m", "4g", "1.5g", "2GiB", "2GB"; `where` prefixes the error."""
-    try:
-        return _bytes(value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_relative_path(
@@ -269,132 +209,6 @@ def check_relative_path(
         problem = "contains '..'; use a path inside the project directory"
     if problem:
         raise ConfigError(f"{what} {path!r} {problem}", file=file, line=line, column=column)
-
-
-# --- composing ------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """Composes a node tree while refusing what could exhaust memory or hide a mistake."""
-
-    def __init__(self, text: str, file: str) -> None:
-        super().__init__(text)
-        self.file = file
-        self._depth = 0
-        self._composed = 0
-        self._weights: dict[int, int] = {}  # id(collection node) -> node count with aliases expanded
-
-    def _error(self, message: str, mark: yaml.Mark, hint: str | None = None) -> ConfigError:
-        return ConfigError(message, file=self.file, line=mark.line + 1, column=mark.column + 1, hint=hint)
-
-    def compose_node(self, parent: Node | None, index: object) -> Node:
-        if self.check_event(yaml.AliasEvent):
-            return super().compose_node(parent, index)
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise self._error(f"nesting is deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def compose_scalar_node(self, anchor: str | None) -> Node:
-        self._composed += 1
-        return super().compose_scalar_node(anchor)
-
-    def compose_sequence_node(self, anchor: str | None) -> Node:
-        self._composed += 1
-        node = super().compose_sequence_node(anchor)
-        self._weigh(node, node.value)
-        return node
-
-    def compose_mapping_node(self, anchor: str | None) -> Node:
-        self._composed += 1
-        node = super().compose_mapping_node(anchor)
-        self._refuse_duplicates(node)
-        self._weigh(node, [child for pair in node.value for child in pair])
-        return node
-
-    def _weigh(self, node: Node, children: list[Node]) -> None:
-        # Aliases share nodes, so composing stays small; what explodes is every later walk
-        # over the tree. The expanded size minus the nodes actually read is what aliases
-        # add: stop as soon as that passes the bound ("billion laughs").
-        weight = 1 + sum(self._weights.get(id(child), 1) for child in children)
-        self._weights[id(node)] = weight
-        if weight - self._composed > MAX_ALIAS_NODES:
-            raise self._error(
-                f"aliases expand to more than {MAX_ALIAS_NODES:,} values; refusing the file",
-                node.start_mark,
-                hint="an anchor (&name) reused through many aliases (*name) multiplies its size",
-            )
-
-    def _refuse_duplicates(self, node: MappingNode) -> None:
-        seen: dict[tuple[str, str], Node] = {}
-        for key, _ in node.value:
-            if not isinstance(key, ScalarNode) or key.tag == _T + "merge":
-                continue
-            first = seen.setdefault((key.tag, key.value), key)
-            if first is not key:
-                line, first_line = key.start_mark.line + 1, first.start_mark.line + 1
-                raise self._error(f"duplicate key {key.value!r} on lines {first_line} and {line}", key.start_mark)
-
-
-def _read_text(file: Path) -> str:
-    name = str(file)
-    too_big = "{} is {:.1f} MB; the limit is 10 MB"
-    try:
-        size = file.stat().st_size
-        if size > MAX_FILE_BYTES:  # refuse before reading a byte
-            raise ConfigError(too_big.format(file.name, size / 2**20), file=name)
-        with file.open("rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=name, hint="create askanna.yml or pass --project DIR") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(too_big.format(file.name, len(data) / 2**20), file=name)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
-        raise ConfigError(
-            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
-            file=name,
-            line=data.count(b"\n", 0, exc.start) + 1,
-            column=column,
-            hint="save the file as UTF-8",
-        ) from None
-
-
-def _compose(text: str, file: str) -> Node | None:
-    try:
-        loader = _Loader(text, file)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        message = f"character {exc.character!r} is not allowed in YAML"
-        raise ConfigError(message, file=file, line=line, column=column) from None
-    try:
-        return loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "invalid YAML"
-        if exc.context:
-            context, at = exc.context, exc.context_mark
-            context += f" at line {at.line + 1}, column {at.column + 1}" if at else ""
-            # PyYAML phrases some problems as the second half of a sentence ("but found ...")
-            problem = f"{context}, {problem}" if problem.startswith("but ") else f"{problem} ({context})"
-        lines = text.splitlines()
-        on_line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
-        hint = "indent with spaces; YAML does not allow tabs" if "\t" in on_line else None
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line, column=column, hint=hint) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
-    finally:
-        loader.dispose()
 
 
 # --- walking --------------------------------------------------------------------------------
@@ -664,7 +478,7 @@ class _Walker:
             # YAML 1.1 reads 1:30 as the base-60 number 90: almost never what was meant
             raise self.error(f"timeout {node.value} is ambiguous; write e.g. 1h30m or 90s", node)
         try:
-            return _seconds(self.scalar(node, "timeout"))
+            return duration_seconds(self.scalar(node, "timeout"))
         except ValueError as exc:
             raise self.error(f"timeout: {exc}", node) from None
 
@@ -680,7 +494,7 @@ class _Walker:
             cpus = float(cpus)
         if "memory" in fields:
             try:
-                memory = _bytes(self.scalar(fields["memory"], "memory"))
+                memory = memory_bytes(self.scalar(fields["memory"], "memory"))
             except ValueError as exc:
                 raise self.error(f"memory: {exc}", fields["memory"]) from None
         if "gpus" in fields:

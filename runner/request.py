@@ -23,21 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import AnnaRunError, Cancelled, ConfigError
-from .project import Job, Project, check_relative_path, find_project_file, load_project, parse_duration, parse_memory
+from .ids import new_suuid, suuid_from_digest
+from .payload import PayloadInfo, read_payload
+from .project import Job, Project, check_relative_path, find_project_file, load_project
+from .units import parse_duration, parse_memory
 from .variables import (
     Masker,
-    PayloadInfo,
     Variables,
     builtin_variables,
     check_arithmetic,
-    new_suuid,
     parse_assignments,
     parse_env_file,
-    read_payload,
     render,
     render_command,
     resolve,
-    suuid_from_digest,
 )
 
 if TYPE_CHECKING:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import AnnaRunError, Cancelled, EngineError
+from .ids import suuid_from_digest
 from .orphans import runner_identity
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .report import MaskedReporter, Reporter
 from .request import FromStore, PreparedRun, Rendered, RunRequest, Settings, masked_errors, prepare, render_outputs
 from .store.base import Store, open_store
-from .variables import PAYLOAD_PATH, Masker, Variables, suuid_from_digest
+from .variables import PAYLOAD_PATH, Masker, Variables
 
 if TYPE_CHECKING:
     from .package import Package  # imported where packaging happens: it is not cheap

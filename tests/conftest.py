@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from anna_run.variables import suuid_from_digest
+from anna_run.ids import suuid_from_digest
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "anna-run/busybox:latest"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anna_run.variables import suuid_from_digest
+from anna_run.ids import suuid_from_digest
 
 BB = "anna-run/busybox:latest"
 LEASE = {"ANNA_RUN_LEASE_TTL": "4", "ANNA_RUN_VISIBILITY_TIMEOUT": "8", "ANNA_RUN_GRACE": "1"}
