@@ -67,3 +67,23 @@ def test_images_lists_what_runs_used_and_prune_keeps_others(env, busybox, api):
     assert env.run("images", "prune").returncode == 0
     assert built not in {image["Id"] for image in api.images()}
     assert api.inspect_image(BB)  # not ours to prune
+
+
+def test_rerun_refuses_what_a_run_refuses(env, busybox):
+    """A rerun goes through the same checks as a new run: a secret given again whose value
+    would be code in `$(( ))` is refused, and nothing runs."""
+    env.project(
+        f"""
+        environment: {{image: {BB}}}
+        t: {{job: ['echo $(( {{{{ N }}}} + 1 ))']}}
+        """
+    )
+    res = env.run("t", "--secret", "N=41", "--network", "none")
+    assert res.returncode == 0 and "42" in res.stdout, res.output
+    original = env.last()
+    before = len(env.records())
+    refused = env.run("rerun", original["id"], "--secret", "N=a[$(touch /tmp/pwned)]")
+    assert refused.returncode == 2 and "$(( ))" in refused.stderr, refused.output
+    assert "Traceback" not in refused.output and len(env.records()) == before
+    again = env.run("rerun", original["id"], "--secret", "N=1")
+    assert again.returncode == 0 and "2" in again.stdout, again.output
