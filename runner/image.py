@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError
-from .progress import Reporter
 from .record import ImageInfo
+from .report import Reporter
 
 if TYPE_CHECKING:
     import docker

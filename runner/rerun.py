@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, NotFound
-from .progress import Reporter
 from .record import ImageInfo, RunRecord
+from .report import Reporter
 from .run import Pin, Prepared, RunRequest, Settings, execute
 from .store.base import open_store
 from .variables import new_suuid, parse_assignments, read_payload, render_command

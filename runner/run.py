@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import AnnaRunError, Cancelled, ConfigError, EngineError
 from .orphans import runner_identity
-from .progress import Reporter
 from .project import (
     Job,
     Project,
@@ -36,6 +35,7 @@ from .project import (
     parse_memory,
 )
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
+from .report import Reporter
 from .store.base import Store, open_store
 from .variables import (
     PAYLOAD_PATH,

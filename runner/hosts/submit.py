@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import BrokerError
-from ..progress import Reporter
 from ..record import BlobRef, RunRecord, now_iso
+from ..report import Reporter
 from .celery_app import TASK, HostSettings, broker_unreachable, host_settings, make_app, redis_client
 
 if TYPE_CHECKING:

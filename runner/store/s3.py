@@ -46,7 +46,7 @@ from .base import LOG_FILES, SyncReport, check_relpath
 from .spool import Spool, SpoolFile, read_local, spool_root
 
 if TYPE_CHECKING:
-    from ..progress import Reporter
+    from ..report import Reporter
 
 MiB = 1 << 20
 PART_SIZE = 16 * MiB  # multipart above this; minio keeps about (parallel + 1) parts in memory
@@ -212,7 +212,7 @@ class S3Store:
     def __init__(
         self, bucket: str, prefix: str, config: S3Config, spool_dir: Path, *, reporter: Reporter | None = None
     ) -> None:
-        from ..progress import SilentReporter
+        from ..report import SilentReporter
 
         self.bucket = bucket
         self.prefix = prefix
