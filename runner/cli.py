@@ -34,6 +34,25 @@ StoreOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: the latest run).")]
 
+# The run options `run` and `submit` share (`rerun` takes --keep and --quiet too).
+PayloadOpt = Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")]
+SecretOpt = Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")]
+EnvFileOpt = Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")]
+ImageOpt = Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")]
+PullOpt = Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")]
+TimeoutOpt = Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")]
+CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")]
+GpusOpt = Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")]
+NetworkOpt = Annotated[str | None, typer.Option("--network", help="bridge or none.")]
+KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="A name for the run.")]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="A description.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")]
+RecordJsonOpt = Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")]
+
 
 def handled(func: F) -> F:
     """Map anna-run's errors to one message and the documented exit code."""
@@ -93,28 +112,28 @@ def _print_json(data: Any) -> None:
 @handled
 def run_cmd(
     job: Annotated[str, typer.Argument(help="The job to run.")],
-    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
-    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
-    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    payload: PayloadOpt = None,
+    var: VarOpt = None,
+    secret: SecretOpt = None,
+    env_file: EnvFileOpt = None,
     project: ProjectOpt = None,
     store: StoreOpt = None,
-    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
-    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
-    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
-    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
-    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    image: ImageOpt = None,
+    pull: PullOpt = None,
+    timeout: TimeoutOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
+    network: NetworkOpt = None,
+    keep: KeepOpt = False,
+    no_cache: NoCacheOpt = False,
+    name: NameOpt = None,
+    description: DescriptionOpt = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Validate, print the run id, run in the background.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    json_out: RecordJsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run JOB (also: `anna-run JOB`)."""
     from .run import exit_code_for, run_job
@@ -143,9 +162,9 @@ def rerun_cmd(
     run: Annotated[str, typer.Argument(help="The run to repeat (id or unique prefix).")],
     secret: Annotated[list[str] | None, typer.Option("--secret", help="The run's secrets, K=V, again.")] = None,
     store: StoreOpt = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    keep: KeepOpt = False,
+    json_out: RecordJsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Repeat a run exactly: same code package, payload, image and variables."""
     import signal
@@ -658,25 +677,25 @@ def submit_cmd(
     job: Annotated[str, typer.Argument(help="The job to run on a runner host.")],
     queue: Annotated[str, typer.Option("--queue", help="The runner hosts' queue.")] = "default",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the log; exit with the job's code.")] = False,
-    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
-    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
-    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    payload: PayloadOpt = None,
+    var: VarOpt = None,
+    secret: SecretOpt = None,
+    env_file: EnvFileOpt = None,
     project: ProjectOpt = None,
     store: StoreOpt = None,
-    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
-    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
-    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
-    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
-    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    image: ImageOpt = None,
+    pull: PullOpt = None,
+    timeout: TimeoutOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
+    network: NetworkOpt = None,
+    keep: KeepOpt = False,
+    no_cache: NoCacheOpt = False,
+    name: NameOpt = None,
+    description: DescriptionOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="With --wait: print the final record.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Queue JOB for the runner hosts (broker: ANNA_RUN_BROKER); prints the run id."""
     from .hosts.submit import submit
