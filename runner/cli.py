@@ -14,7 +14,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .errors import AnnaRunError
+from . import views
+from .errors import AnnaRunError, ConfigError, NotFound, StoreError
 
 app = typer.Typer(
     name="anna-run",
@@ -98,13 +99,12 @@ def _reporter(json_lines: bool = False):
 
 
 def _print_json(data: Any) -> None:
-    if isinstance(data, list) and data:
-        # One item per line: json's C encoder writes a line (an indent falls back to the Python
-        # one, ten times slower: 0.65 s for 10,000 runs), and `grep` still finds one run a line.
-        encode = json.JSONEncoder(ensure_ascii=False).encode
-        sys.stdout.write("[\n" + ",\n".join(map(encode, data)) + "\n]\n")
-        return
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(views.json_text(data))
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def run_cmd(
     record = run_job(request, reporter)
     if json_out:
         _print_json(record.to_dict())
-    _say(_summary(record))
+    _say(views.summary(record))
     raise typer.Exit(exit_code_for(record))
 
 
@@ -179,7 +179,7 @@ def rerun_cmd(
     record = rerun(run, secrets=tuple(secret or ()), store=store, keep=keep, reporter=reporter)
     if json_out:
         _print_json(record.to_dict())
-    _say(_summary(record))
+    _say(views.summary(record))
     raise typer.Exit(exit_code_for(record))
 
 
@@ -276,20 +276,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _summary(record) -> str:
-    took = f" in {record.duration_s:.1f} s" if record.duration_s is not None else ""
-    line = f"run {record.id} {record.status}{took}"
-    if record.reason:
-        line += f" ({record.reason})"
-    if record.result:
-        line += f"; result {record.result.path} ({record.result.size} bytes)"
-    if record.artifacts:
-        line += f"; {len(record.artifacts)} artifact file(s)"
-    if getattr(record, "upload", None) == "pending":
-        line += "; upload pending: run `anna-run sync`"
-    return line + f"; `anna-run show {record.id}`"
-
-
 # -- the project file ----------------------------------------------------------------------------
 @app.command("jobs")
 @handled
@@ -297,23 +283,9 @@ def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """List the project's jobs."""
     proj = _project(project)
     if json_out:
-        _print_json(
-            [
-                {
-                    "name": j.name,
-                    "commands": list(j.commands),
-                    "result": j.output.result,
-                    "artifacts": list(j.output.artifacts),
-                    "image": proj.environment_for(j).image,
-                    "timeout_s": j.timeout,
-                    "schedule": list(j.schedule),
-                }
-                for j in proj.jobs
-            ]
-        )
+        _print_json(views.jobs_json(proj))
         return
-    for job in proj.jobs:
-        typer.echo(f"{job.name}\t{len(job.commands)} command(s)\t{proj.environment_for(job).image}")
+    _echo_lines(views.job_lines(proj))
 
 
 @app.command("validate")
@@ -322,11 +294,11 @@ def validate_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """Check askanna.yml; exit 2 with one clear message when it is wrong."""
     proj = _project(project)
     if json_out:
-        _print_json({"file": str(proj.file), "jobs": list(proj.job_names()), "warnings": list(proj.warnings)})
+        _print_json(views.validation_json(proj))
         return
     for warning in proj.warnings:
         _say(f"warning: {warning}")
-    typer.echo(f"{proj.file}: ok, {len(proj.jobs)} job(s): {', '.join(proj.job_names())}")
+    typer.echo(views.validation_line(proj))
 
 
 @app.command("schema")
@@ -366,21 +338,7 @@ def runs_cmd(
     if json_out:
         _print_json([r.to_dict() for r in records])
         return
-    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME")]
-    for r in records:
-        rows.append(
-            (
-                r.id,
-                r.job,
-                r.status + (" (upload pending)" if r.upload == "pending" else ""),
-                "" if r.exit_code is None else str(r.exit_code),
-                (r.started_at or r.created_at or "")[:19].replace("T", " "),
-                "" if r.duration_s is None else f"{r.duration_s:.1f}s",
-                f"queue {r.queue}" if r.queue is not None and r.status == "queued" else r.host,
-                r.name or "",
-            )
-        )
-    _table(rows)
+    _echo_lines(views.runs_table(records))
     waiting = sum(r.upload == "pending" for r in records)
     if waiting:
         _say(f"{waiting} run(s) not uploaded to {st.location} yet: run `anna-run sync`")
@@ -393,7 +351,6 @@ def _store(location: str | None):
 
 
 def _project_id_or_none(project: Path | None) -> str | None:
-    from .errors import ConfigError
     from .project import find_project_file, load_project
     from .run import project_id
 
@@ -418,8 +375,6 @@ def _record(store: str | None, run: str | None, project: Path | None = None):
     st = _store(store)
     if run:
         return st, _notice_lost(st, [st.get(run)])[0]
-    from .errors import NotFound
-
     latest = st.list_runs(project=_project_id_or_none(project), limit=1)
     if not latest:
         raise NotFound("no runs yet", hint="run a job first: anna-run JOB")
@@ -434,27 +389,7 @@ def show_cmd(run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = N
     if json_out:
         _print_json(record.to_dict())
         return
-    typer.echo(f"run       {record.id}  {record.name or ''}".rstrip())
-    typer.echo(f"job       {record.job}")
-    typer.echo(f"status    {record.status}" + (f" ({record.reason})" if record.reason else ""))
-    if record.queue is not None:  # a submitted run
-        worker = f"   worker {record.worker}" if record.worker else ""
-        typer.echo(f"queue     {record.queue}   host {record.host or '-'}{worker}   attempts {record.attempts}")
-    typer.echo(f"exit code {record.exit_code}")
-    typer.echo(f"started   {record.started_at}   finished {record.finished_at}   ({record.duration_s} s)")
-    if record.image:
-        typer.echo(f"image     {record.image.name}  {record.image.digest or record.image.id}")
-    for command in record.commands:
-        code = "not reached" if command.exit_code is None else f"exit {command.exit_code}"
-        typer.echo(f"  $ {command.command}   [{code}, {command.duration_s} s]")
-    if record.result:
-        typer.echo(f"result    {record.result.path} ({record.result.size} bytes, sha256 {record.result.sha256[:12]})")
-    for artifact in record.artifacts[:20]:
-        typer.echo(f"artifact  {artifact.path} ({artifact.size} bytes)")
-    if len(record.artifacts) > 20:
-        typer.echo(f"artifact  ... and {len(record.artifacts) - 20} more")
-    for refused in record.refused:
-        typer.echo(f"refused   {refused}")
+    _echo_lines(views.record_lines(record))
 
 
 @app.command("logs")
@@ -468,8 +403,6 @@ def logs_cmd(
 ) -> None:
     """Print a run's stored log (masked)."""
     if stream not in ("log", "stdout", "stderr"):
-        from .errors import ConfigError
-
         raise ConfigError("--stream must be log, stdout or stderr")
     st, record = _record(store, run, project)
     out = sys.stdout.buffer
@@ -523,8 +456,6 @@ def result_cmd(
     project: ProjectOpt = None,
 ) -> None:
     """Print (or save) a run's result file."""
-    from .errors import NotFound
-
     st, record = _record(store, run, project)
     if record.result is None:
         raise NotFound(f"run {record.id} has no result")
@@ -535,8 +466,6 @@ def result_cmd(
                 for chunk in chunks:
                     f.write(chunk)
         except OSError as exc:
-            from .errors import ConfigError
-
             raise ConfigError(f"--output {output}: {exc.strerror or exc}") from None
         _say(f"wrote {output} ({record.result.size} bytes)")
         return
@@ -558,10 +487,9 @@ def artifact_cmd(
     st, record = _record(store, run, project)
     if output is None:
         if json_out:
-            _print_json([{"path": a.path, "size": a.size, "sha256": a.sha256} for a in record.artifacts])
+            _print_json(views.artifacts_json(record))
         else:
-            for a in record.artifacts:
-                typer.echo(f"{a.path}\t{a.size}\t{a.sha256}")
+            _echo_lines(views.artifact_lines(record))
         return
     count = st.fetch_artifacts(record, output)
     _say(f"copied {count} file(s) into {output}")
@@ -580,22 +508,20 @@ def gc_cmd(
     from .orphans import collect_garbage
 
     removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
-    _removed(removed, dry_run, json_out, lambda i: f"{i['kind']} {i['name']} (run {i['run']})", "nothing to remove")
+    _removed(removed, dry_run, json_out, views.garbage_item, "nothing to remove")
 
 
 @app.command("sync")
 @handled
 def sync_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Complete the uploads that could not finish (S3 store); idempotent, safe while runs go on."""
-    from .errors import StoreError
     from .store.base import open_store
 
     st = open_store(store, reporter=_reporter())
     _notice_lost(st, st.pending())  # a spooled run whose anna-run died: recorded failed, then uploaded
     report = st.sync()
     if json_out:
-        pending = [{"run": run_id, "reason": why} for run_id, why in report.pending]
-        _print_json({"uploaded": list(report.uploaded), "pending": pending, "running": list(report.running)})
+        _print_json(views.sync_json(report))
     else:
         for run_id in report.uploaded:
             typer.echo(f"uploaded {run_id}")
@@ -617,18 +543,7 @@ def _removed(items: list[dict], dry_run: bool, json_out: bool, describe: Callabl
     if json_out:
         _print_json(items)
         return
-    verb = "would remove" if dry_run else "removed"
-    for item in items:
-        typer.echo(f"{verb} {describe(item)}")
-    if not items:
-        typer.echo(none)
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    """Left-aligned columns, the first row a header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _echo_lines(views.removed_lines(items, dry_run, describe, none))
 
 
 @app.command("images")
@@ -645,29 +560,16 @@ def images_cmd(
 
     api = connect()
     if action not in (None, "prune"):
-        from .errors import ConfigError
-
         raise ConfigError(f"images {action!r}: the only action is `prune`")
     if action == "prune":
         removed = prune_builds(api, dry_run=dry_run)
-        _removed(removed, dry_run, json_out, lambda i: f"{i['name']} ({i['size'] / 1e6:.1f} MB)", "no unused builds")
+        _removed(removed, dry_run, json_out, views.build_item, "no unused builds")
         return
     images = list_images(api, _store(store))
     if json_out:
         _print_json(images)
         return
-    rows = [("IMAGE", "ID", "SIZE", "LAST USED", "RUNS")]
-    for image in images:
-        rows.append(
-            (
-                image["name"],
-                (image["id"] or "")[7:19],
-                "" if image["size"] is None else f"{image['size'] / 1e6:.1f} MB",
-                (image["last_used"] or "")[:19].replace("T", " "),
-                str(image["runs"]),
-            )
-        )
-    _table(rows)
+    _echo_lines(views.images_table(images))
 
 
 # -- runner hosts (Celery; see README "Runner hosts") -------------------------------------------
@@ -718,7 +620,7 @@ def submit_cmd(
         raise typer.Exit(130) from None
     if json_out:
         _print_json(final.to_dict())
-    _say(_summary(final))
+    _say(views.summary(final))
     raise typer.Exit(exit_code_for(final))
 
 
@@ -730,7 +632,6 @@ def worker_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Be a runner host: a Celery worker running submitted jobs with this host's engine."""
-    from .errors import ConfigError
     from .hosts.worker import serve
 
     queues = tuple(dict.fromkeys(q.strip() for q in queue.split(",") if q.strip()))
@@ -751,13 +652,7 @@ def hosts_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(workers)
         return
-    rows = [("WORKER", "HOST", "QUEUES", "SLOTS", "STATE", "RUNNING")]
-    for w in workers:
-        running = ", ".join(f"{run['id']} ({run['job']})" for run in w["runs"]) or "-"
-        rows.append(
-            (w["worker"], w["host"], ",".join(w["queues"]), f"{len(w['runs'])}/{w['concurrency']}", w["state"], running)
-        )
-    _table(rows)
+    _echo_lines(views.hosts_table(workers))
     if not workers:
         _say("no live runner hosts")
 
