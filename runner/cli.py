@@ -10,12 +10,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from . import views
-from .errors import AnnaRunError, ConfigError, NotFound, StoreError
+from .errors import (
+    AnnaRunError,
+    BrokerError,
+    Cancelled,
+    ConfigError,
+    EngineError,
+    JobTimeout,
+    NotFound,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from .record import RunRecord
 
 app = typer.Typer(
     name="anna-run",
@@ -55,6 +67,57 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's ou
 RecordJsonOpt = Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")]
 
 
+# -- exit codes ------------------------------------------------------------------------------------
+# Every exit code anna-run ends with, and what leads to it (README "Exit codes"). Nothing else
+# decides one: errors and records say what went wrong, this table says which code that is.
+ENGINE_FAILED = "failed: engine"
+ALREADY_ENDED = "cancel: already ended"
+EXIT_CODES: dict[type[BaseException] | str, int | None] = {
+    # A run's final record (run, rerun, _detached, submit --wait), by its status:
+    "succeeded": 0,
+    # The job's own exit code (its first failing command), 1 when it has none (a missing result,
+    # a refused output). A record of another status (not final) counts as failed.
+    "failed": None,
+    # Failed with a reason `engine: ...` (run and the worker record it so): the engine failed or
+    # went away mid-run, a runner failure and not the job's.
+    ENGINE_FAILED: 125,
+    "timeout": 124,
+    "cancelled": 130,
+    # `cancel` of a run that had ended before it could be cancelled.
+    ALREADY_ENDED: 1,
+    # An error, by the first class of its MRO found here:
+    ConfigError: 2,  # bad askanna.yml, job, payload, variable or option: nothing was created
+    NotFound: 1,  # no such run, result or artifact
+    JobTimeout: 124,
+    EngineError: 125,  # no engine, image missing with --pull never, engine lost
+    StoreError: 125,
+    BrokerError: 125,
+    Cancelled: 130,
+    AnnaRunError: 1,  # any other error of ours
+    KeyboardInterrupt: 130,  # Ctrl-C, or SIGTERM (turned into one)
+    BrokenPipeError: 0,  # the reader of our output went away (`| head`): not a failure
+    Exception: 125,  # a bug of ours: "internal error", a runner failure
+}
+
+
+def exit_code_for(outcome: BaseException | RunRecord | str) -> int:
+    """The exit code of an error, of a run's final record, or of an outcome named in ``EXIT_CODES``."""
+    job_code: int | None = None
+    if isinstance(outcome, BaseException):
+        key: type[BaseException] | str = next(cls for cls in type(outcome).__mro__ if cls in EXIT_CODES)
+    elif isinstance(outcome, str):
+        key = outcome
+    else:
+        key = outcome.status if outcome.status in EXIT_CODES else "failed"
+        if key == "failed" and (outcome.reason or "").startswith("engine:"):
+            key = ENGINE_FAILED
+        job_code = outcome.exit_code
+    code = EXIT_CODES[key]
+    if code is None:  # the job's own code
+        return job_code or 1
+    return code
+
+
 def handled(func: F) -> F:
     """Map anna-run's errors to one message and the documented exit code."""
 
@@ -66,19 +129,19 @@ def handled(func: F) -> F:
             _say(f"error: {exc.message}")
             if exc.hint:
                 _say(f"hint: {exc.hint}")
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt as exc:
             _say("cancelled")
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            raise typer.Exit(0) from None
+            raise typer.Exit(exit_code_for(exc)) from None
+        except BrokenPipeError as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
         except typer.Exit:
             raise
         except Exception as exc:  # a bug of ours: still one message, and the traceback on request
             if os.environ.get("ANNA_RUN_DEBUG"):
                 raise
             _say(f"internal error: {type(exc).__name__}: {exc} (set ANNA_RUN_DEBUG=1 for the traceback)")
-            raise typer.Exit(125) from None
+            raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -136,7 +199,7 @@ def run_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Run JOB (also: `anna-run JOB`)."""
-    from .run import exit_code_for, run_job
+    from .run import run_job
 
     request = _run_request(locals())
     if detach:
@@ -170,7 +233,6 @@ def rerun_cmd(
     import signal
 
     from .rerun import rerun
-    from .run import exit_code_for
 
     signal.signal(signal.SIGTERM, _interrupt)
     reporter = _reporter()
@@ -228,7 +290,7 @@ def _detach(request) -> None:
 def detached_cmd() -> None:
     """The background half of `run --detach`."""
     from .progress import PlainReporter
-    from .run import RunRequest, exit_code_for, run_job
+    from .run import RunRequest, run_job
 
     fields = json.loads(sys.stdin.read())
     temp_payload = fields.pop("temp_payload", None)
@@ -602,7 +664,6 @@ def submit_cmd(
     """Queue JOB for the runner hosts (broker: ANNA_RUN_BROKER); prints the run id."""
     from .hosts.submit import submit
     from .hosts.submit import wait as follow_run
-    from .run import exit_code_for
 
     request = _run_request(locals())
     reporter = _reporter()
@@ -615,9 +676,9 @@ def submit_cmd(
         return
     try:
         final = follow_run(_store(store), record, sys.stdout, sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _say(f"stopped following; run {record.id} goes on (`anna-run logs -f {record.id}`, `anna-run cancel`)")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code_for(exc)) from None
     if json_out:
         _print_json(final.to_dict())
     _say(views.summary(final))
@@ -679,7 +740,7 @@ def cancel_cmd(
         _say(f"run {record.id}: cancel requested; {record.host or 'its host'} stops it")
     else:
         _say(f"run {record.id} ended {record.status} before it could be cancelled")
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code_for(ALREADY_ENDED))
 
 
 def command_names() -> set[str]:
