@@ -747,7 +747,7 @@ def command_names() -> set[str]:
     return {command.name for command in app.registered_commands if command.name}
 
 
-def _shorthand(argv: list[str]) -> list[str]:
+def shorthand(argv: list[str]) -> list[str]:
     """`anna-run JOB ...` means `anna-run run JOB ...` unless JOB names a command."""
     for i, arg in enumerate(argv):
         if arg.startswith("-"):
@@ -762,7 +762,7 @@ def _shorthand(argv: list[str]) -> list[str]:
 
 def main() -> None:
     try:
-        app(args=_shorthand(sys.argv[1:]), prog_name="anna-run")
+        app(args=shorthand(sys.argv[1:]), prog_name="anna-run")
     finally:
         # Everything is written and closed by now. Frozen objects are left out of the garbage
         # collector's passes at interpreter exit, which otherwise walk every object the imports

@@ -39,9 +39,9 @@ def ensure_image(
     except ImageNotFound:
         present = None
     except Exception as exc:
-        from .engine import _short
+        from .engine import short_message
 
-        raise EngineError(f"cannot inspect image {name}: {_short(exc)}") from None
+        raise EngineError(f"cannot inspect image {name}: {short_message(exc)}") from None
     if present is None and pull == "never":
         raise EngineError(
             f"image {name} is not present on the engine and the pull policy is 'never'",
@@ -212,9 +212,9 @@ def build_image(
             elif text := event.get("stream"):
                 reporter.log_line("stderr", mask(text))
     except Exception as exc:
-        from .engine import _short
+        from .engine import short_message
 
-        raise EngineError(f"cannot build the image from {build}: {mask(_short(exc))}") from None
+        raise EngineError(f"cannot build the image from {build}: {mask(short_message(exc))}") from None
     if error:
         raise EngineError(f"the image build from {build} failed: {mask(error)}")
     found = api.inspect_image(tag)

@@ -720,7 +720,7 @@ def _cache_volumes(api, prepared: Prepared) -> tuple[tuple[str, str], ...]:
         try:
             api.create_volume(name, labels=labels)
         except Exception as exc:
-            from .engine import _short
+            from .engine import short_message as _short
 
             raise EngineError(f"cannot create the cache volume for {path}: {_short(exc)}") from None
         volumes.append((name, path))
