@@ -10,11 +10,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from .errors import AnnaRunError
+from . import views
+from .errors import (
+    AnnaRunError,
+    BrokerError,
+    Cancelled,
+    ConfigError,
+    EngineError,
+    JobTimeout,
+    NotFound,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from .record import RunRecord
 
 app = typer.Typer(
     name="anna-run",
@@ -34,6 +47,76 @@ StoreOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: the latest run).")]
 
+# The run options `run` and `submit` share (`rerun` takes --keep and --quiet too).
+PayloadOpt = Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")]
+SecretOpt = Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")]
+EnvFileOpt = Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")]
+ImageOpt = Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")]
+PullOpt = Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")]
+TimeoutOpt = Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")]
+CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
+MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")]
+GpusOpt = Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")]
+NetworkOpt = Annotated[str | None, typer.Option("--network", help="bridge or none.")]
+KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="A name for the run.")]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="A description.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")]
+RecordJsonOpt = Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")]
+
+
+# -- exit codes ------------------------------------------------------------------------------------
+# Every exit code anna-run ends with, and what leads to it (README "Exit codes"). Nothing else
+# decides one: errors and records say what went wrong, this table says which code that is.
+ENGINE_FAILED = "failed: engine"
+ALREADY_ENDED = "cancel: already ended"
+EXIT_CODES: dict[type[BaseException] | str, int | None] = {
+    # A run's final record (run, rerun, _detached, submit --wait), by its status:
+    "succeeded": 0,
+    # The job's own exit code (its first failing command), 1 when it has none (a missing result,
+    # a refused output). A record of another status (not final) counts as failed.
+    "failed": None,
+    # Failed with a reason `engine: ...` (run and the worker record it so): the engine failed or
+    # went away mid-run, a runner failure and not the job's.
+    ENGINE_FAILED: 125,
+    "timeout": 124,
+    "cancelled": 130,
+    # `cancel` of a run that had ended before it could be cancelled.
+    ALREADY_ENDED: 1,
+    # An error, by the first class of its MRO found here:
+    ConfigError: 2,  # bad askanna.yml, job, payload, variable or option: nothing was created
+    NotFound: 1,  # no such run, result or artifact
+    JobTimeout: 124,
+    EngineError: 125,  # no engine, image missing with --pull never, engine lost
+    StoreError: 125,
+    BrokerError: 125,
+    Cancelled: 130,
+    AnnaRunError: 1,  # any other error of ours
+    KeyboardInterrupt: 130,  # Ctrl-C, or SIGTERM (turned into one)
+    BrokenPipeError: 0,  # the reader of our output went away (`| head`): not a failure
+    Exception: 125,  # a bug of ours: "internal error", a runner failure
+}
+
+
+def exit_code_for(outcome: BaseException | RunRecord | str) -> int:
+    """The exit code of an error, of a run's final record, or of an outcome named in ``EXIT_CODES``."""
+    job_code: int | None = None
+    if isinstance(outcome, BaseException):
+        key: type[BaseException] | str = next(cls for cls in type(outcome).__mro__ if cls in EXIT_CODES)
+    elif isinstance(outcome, str):
+        key = outcome
+    else:
+        key = outcome.status if outcome.status in EXIT_CODES else "failed"
+        if key == "failed" and (outcome.reason or "").startswith("engine:"):
+            key = ENGINE_FAILED
+        job_code = outcome.exit_code
+    code = EXIT_CODES[key]
+    if code is None:  # the job's own code
+        return job_code or 1
+    return code
+
 
 def handled(func: F) -> F:
     """Map anna-run's errors to one message and the documented exit code."""
@@ -46,19 +129,19 @@ def handled(func: F) -> F:
             _say(f"error: {exc.message}")
             if exc.hint:
                 _say(f"hint: {exc.hint}")
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt as exc:
             _say("cancelled")
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            raise typer.Exit(0) from None
+            raise typer.Exit(exit_code_for(exc)) from None
+        except BrokenPipeError as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
         except typer.Exit:
             raise
         except Exception as exc:  # a bug of ours: still one message, and the traceback on request
             if os.environ.get("ANNA_RUN_DEBUG"):
                 raise
             _say(f"internal error: {type(exc).__name__}: {exc} (set ANNA_RUN_DEBUG=1 for the traceback)")
-            raise typer.Exit(125) from None
+            raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -79,13 +162,12 @@ def _reporter(json_lines: bool = False):
 
 
 def _print_json(data: Any) -> None:
-    if isinstance(data, list) and data:
-        # One item per line: json's C encoder writes a line (an indent falls back to the Python
-        # one, ten times slower: 0.65 s for 10,000 runs), and `grep` still finds one run a line.
-        encode = json.JSONEncoder(ensure_ascii=False).encode
-        sys.stdout.write("[\n" + ",\n".join(map(encode, data)) + "\n]\n")
-        return
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(views.json_text(data))
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -93,31 +175,31 @@ def _print_json(data: Any) -> None:
 @handled
 def run_cmd(
     job: Annotated[str, typer.Argument(help="The job to run.")],
-    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
-    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
-    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    payload: PayloadOpt = None,
+    var: VarOpt = None,
+    secret: SecretOpt = None,
+    env_file: EnvFileOpt = None,
     project: ProjectOpt = None,
     store: StoreOpt = None,
-    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
-    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
-    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
-    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
-    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    image: ImageOpt = None,
+    pull: PullOpt = None,
+    timeout: TimeoutOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
+    network: NetworkOpt = None,
+    keep: KeepOpt = False,
+    no_cache: NoCacheOpt = False,
+    name: NameOpt = None,
+    description: DescriptionOpt = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Validate, print the run id, run in the background.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    json_out: RecordJsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run JOB (also: `anna-run JOB`)."""
-    from .run import exit_code_for, run_job
+    from .run import run_job
 
     request = _run_request(locals())
     if detach:
@@ -133,7 +215,7 @@ def run_cmd(
     record = run_job(request, reporter)
     if json_out:
         _print_json(record.to_dict())
-    _say(_summary(record))
+    _say(views.summary(record))
     raise typer.Exit(exit_code_for(record))
 
 
@@ -143,15 +225,14 @@ def rerun_cmd(
     run: Annotated[str, typer.Argument(help="The run to repeat (id or unique prefix).")],
     secret: Annotated[list[str] | None, typer.Option("--secret", help="The run's secrets, K=V, again.")] = None,
     store: StoreOpt = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the final record as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    keep: KeepOpt = False,
+    json_out: RecordJsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Repeat a run exactly: same code package, payload, image and variables."""
     import signal
 
     from .rerun import rerun
-    from .run import exit_code_for
 
     signal.signal(signal.SIGTERM, _interrupt)
     reporter = _reporter()
@@ -160,7 +241,7 @@ def rerun_cmd(
     record = rerun(run, secrets=tuple(secret or ()), store=store, keep=keep, reporter=reporter)
     if json_out:
         _print_json(record.to_dict())
-    _say(_summary(record))
+    _say(views.summary(record))
     raise typer.Exit(exit_code_for(record))
 
 
@@ -210,7 +291,7 @@ def detached_cmd() -> None:
     """The background half of `run --detach`."""
     from .progress import PlainReporter
     from .request import RunRequest
-    from .run import exit_code_for, run_job
+    from .run import run_job
 
     fields = json.loads(sys.stdin.read())
     temp_payload = fields.get("temp_payload")
@@ -253,20 +334,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _summary(record) -> str:
-    took = f" in {record.duration_s:.1f} s" if record.duration_s is not None else ""
-    line = f"run {record.id} {record.status}{took}"
-    if record.reason:
-        line += f" ({record.reason})"
-    if record.result:
-        line += f"; result {record.result.path} ({record.result.size} bytes)"
-    if record.artifacts:
-        line += f"; {len(record.artifacts)} artifact file(s)"
-    if getattr(record, "upload", None) == "pending":
-        line += "; upload pending: run `anna-run sync`"
-    return line + f"; `anna-run show {record.id}`"
-
-
 # -- the project file ----------------------------------------------------------------------------
 @app.command("jobs")
 @handled
@@ -274,23 +341,9 @@ def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """List the project's jobs."""
     proj = _project(project)
     if json_out:
-        _print_json(
-            [
-                {
-                    "name": j.name,
-                    "commands": list(j.commands),
-                    "result": j.output.result,
-                    "artifacts": list(j.output.artifacts),
-                    "image": proj.environment_for(j).image,
-                    "timeout_s": j.timeout,
-                    "schedule": list(j.schedule),
-                }
-                for j in proj.jobs
-            ]
-        )
+        _print_json(views.jobs_json(proj))
         return
-    for job in proj.jobs:
-        typer.echo(f"{job.name}\t{len(job.commands)} command(s)\t{proj.environment_for(job).image}")
+    _echo_lines(views.job_lines(proj))
 
 
 @app.command("validate")
@@ -299,11 +352,11 @@ def validate_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """Check askanna.yml; exit 2 with one clear message when it is wrong."""
     proj = _project(project)
     if json_out:
-        _print_json({"file": str(proj.file), "jobs": list(proj.job_names()), "warnings": list(proj.warnings)})
+        _print_json(views.validation_json(proj))
         return
     for warning in proj.warnings:
         _say(f"warning: {warning}")
-    typer.echo(f"{proj.file}: ok, {len(proj.jobs)} job(s): {', '.join(proj.job_names())}")
+    typer.echo(views.validation_line(proj))
 
 
 @app.command("schema")
@@ -343,21 +396,7 @@ def runs_cmd(
     if json_out:
         _print_json([r.to_dict() for r in records])
         return
-    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME")]
-    for r in records:
-        rows.append(
-            (
-                r.id,
-                r.job,
-                r.status + (" (upload pending)" if r.upload == "pending" else ""),
-                "" if r.exit_code is None else str(r.exit_code),
-                (r.started_at or r.created_at or "")[:19].replace("T", " "),
-                "" if r.duration_s is None else f"{r.duration_s:.1f}s",
-                f"queue {r.queue}" if r.queue is not None and r.status == "queued" else r.host,
-                r.name or "",
-            )
-        )
-    _table(rows)
+    _echo_lines(views.runs_table(records))
     waiting = sum(r.upload == "pending" for r in records)
     if waiting:
         _say(f"{waiting} run(s) not uploaded to {st.location} yet: run `anna-run sync`")
@@ -370,7 +409,6 @@ def _store(location: str | None):
 
 
 def _project_id_or_none(project: Path | None) -> str | None:
-    from .errors import ConfigError
     from .project import find_project_file, load_project
     from .request import project_id_of
 
@@ -395,8 +433,6 @@ def _record(store: str | None, run: str | None, project: Path | None = None):
     st = _store(store)
     if run:
         return st, _notice_lost(st, [st.get(run)])[0]
-    from .errors import NotFound
-
     latest = st.list_runs(project=_project_id_or_none(project), limit=1)
     if not latest:
         raise NotFound("no runs yet", hint="run a job first: anna-run JOB")
@@ -411,27 +447,7 @@ def show_cmd(run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = N
     if json_out:
         _print_json(record.to_dict())
         return
-    typer.echo(f"run       {record.id}  {record.name or ''}".rstrip())
-    typer.echo(f"job       {record.job}")
-    typer.echo(f"status    {record.status}" + (f" ({record.reason})" if record.reason else ""))
-    if record.queue is not None:  # a submitted run
-        worker = f"   worker {record.worker}" if record.worker else ""
-        typer.echo(f"queue     {record.queue}   host {record.host or '-'}{worker}   attempts {record.attempts}")
-    typer.echo(f"exit code {record.exit_code}")
-    typer.echo(f"started   {record.started_at}   finished {record.finished_at}   ({record.duration_s} s)")
-    if record.image:
-        typer.echo(f"image     {record.image.name}  {record.image.digest or record.image.id}")
-    for command in record.commands:
-        code = "not reached" if command.exit_code is None else f"exit {command.exit_code}"
-        typer.echo(f"  $ {command.command}   [{code}, {command.duration_s} s]")
-    if record.result:
-        typer.echo(f"result    {record.result.path} ({record.result.size} bytes, sha256 {record.result.sha256[:12]})")
-    for artifact in record.artifacts[:20]:
-        typer.echo(f"artifact  {artifact.path} ({artifact.size} bytes)")
-    if len(record.artifacts) > 20:
-        typer.echo(f"artifact  ... and {len(record.artifacts) - 20} more")
-    for refused in record.refused:
-        typer.echo(f"refused   {refused}")
+    _echo_lines(views.record_lines(record))
 
 
 @app.command("logs")
@@ -445,8 +461,6 @@ def logs_cmd(
 ) -> None:
     """Print a run's stored log (masked)."""
     if stream not in ("log", "stdout", "stderr"):
-        from .errors import ConfigError
-
         raise ConfigError("--stream must be log, stdout or stderr")
     st, record = _record(store, run, project)
     out = sys.stdout.buffer
@@ -500,8 +514,6 @@ def result_cmd(
     project: ProjectOpt = None,
 ) -> None:
     """Print (or save) a run's result file."""
-    from .errors import NotFound
-
     st, record = _record(store, run, project)
     if record.result is None:
         raise NotFound(f"run {record.id} has no result")
@@ -512,8 +524,6 @@ def result_cmd(
                 for chunk in chunks:
                     f.write(chunk)
         except OSError as exc:
-            from .errors import ConfigError
-
             raise ConfigError(f"--output {output}: {exc.strerror or exc}") from None
         _say(f"wrote {output} ({record.result.size} bytes)")
         return
@@ -535,10 +545,9 @@ def artifact_cmd(
     st, record = _record(store, run, project)
     if output is None:
         if json_out:
-            _print_json([{"path": a.path, "size": a.size, "sha256": a.sha256} for a in record.artifacts])
+            _print_json(views.artifacts_json(record))
         else:
-            for a in record.artifacts:
-                typer.echo(f"{a.path}\t{a.size}\t{a.sha256}")
+            _echo_lines(views.artifact_lines(record))
         return
     count = st.fetch_artifacts(record, output)
     _say(f"copied {count} file(s) into {output}")
@@ -557,22 +566,20 @@ def gc_cmd(
     from .orphans import collect_garbage
 
     removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
-    _removed(removed, dry_run, json_out, lambda i: f"{i['kind']} {i['name']} (run {i['run']})", "nothing to remove")
+    _removed(removed, dry_run, json_out, views.garbage_item, "nothing to remove")
 
 
 @app.command("sync")
 @handled
 def sync_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Complete the uploads that could not finish (S3 store); idempotent, safe while runs go on."""
-    from .errors import StoreError
     from .store.base import open_store
 
     st = open_store(store, reporter=_reporter())
     _notice_lost(st, st.pending())  # a spooled run whose anna-run died: recorded failed, then uploaded
     report = st.sync()
     if json_out:
-        pending = [{"run": run_id, "reason": why} for run_id, why in report.pending]
-        _print_json({"uploaded": list(report.uploaded), "pending": pending, "running": list(report.running)})
+        _print_json(views.sync_json(report))
     else:
         for run_id in report.uploaded:
             typer.echo(f"uploaded {run_id}")
@@ -594,18 +601,7 @@ def _removed(items: list[dict], dry_run: bool, json_out: bool, describe: Callabl
     if json_out:
         _print_json(items)
         return
-    verb = "would remove" if dry_run else "removed"
-    for item in items:
-        typer.echo(f"{verb} {describe(item)}")
-    if not items:
-        typer.echo(none)
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    """Left-aligned columns, the first row a header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _echo_lines(views.removed_lines(items, dry_run, describe, none))
 
 
 @app.command("images")
@@ -622,29 +618,16 @@ def images_cmd(
 
     api = connect()
     if action not in (None, "prune"):
-        from .errors import ConfigError
-
         raise ConfigError(f"images {action!r}: the only action is `prune`")
     if action == "prune":
         removed = prune_builds(api, dry_run=dry_run)
-        _removed(removed, dry_run, json_out, lambda i: f"{i['name']} ({i['size'] / 1e6:.1f} MB)", "no unused builds")
+        _removed(removed, dry_run, json_out, views.build_item, "no unused builds")
         return
     images = list_images(api, _store(store))
     if json_out:
         _print_json(images)
         return
-    rows = [("IMAGE", "ID", "SIZE", "LAST USED", "RUNS")]
-    for image in images:
-        rows.append(
-            (
-                image["name"],
-                (image["id"] or "")[7:19],
-                "" if image["size"] is None else f"{image['size'] / 1e6:.1f} MB",
-                (image["last_used"] or "")[:19].replace("T", " "),
-                str(image["runs"]),
-            )
-        )
-    _table(rows)
+    _echo_lines(views.images_table(images))
 
 
 # -- runner hosts (Celery; see README "Runner hosts") -------------------------------------------
@@ -654,30 +637,29 @@ def submit_cmd(
     job: Annotated[str, typer.Argument(help="The job to run on a runner host.")],
     queue: Annotated[str, typer.Option("--queue", help="The runner hosts' queue.")] = "default",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the log; exit with the job's code.")] = False,
-    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload file, - for stdin.")] = None,
-    var: Annotated[list[str] | None, typer.Option("--var", help="Variable K=V (repeatable).")] = None,
-    secret: Annotated[list[str] | None, typer.Option("--secret", help="Secret K=V, masked everywhere.")] = None,
-    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="File of K=V lines.")] = None,
+    payload: PayloadOpt = None,
+    var: VarOpt = None,
+    secret: SecretOpt = None,
+    env_file: EnvFileOpt = None,
     project: ProjectOpt = None,
     store: StoreOpt = None,
-    image: Annotated[str | None, typer.Option("--image", help="Image to use instead of the job's.")] = None,
-    pull: Annotated[str | None, typer.Option("--pull", help="if-not-present, always or never.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Wall-clock limit, e.g. 30m.")] = None,
-    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit.")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")] = None,
-    network: Annotated[str | None, typer.Option("--network", help="bridge or none.")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
-    description: Annotated[str | None, typer.Option("--description", help="A description.")] = None,
+    image: ImageOpt = None,
+    pull: PullOpt = None,
+    timeout: TimeoutOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
+    network: NetworkOpt = None,
+    keep: KeepOpt = False,
+    no_cache: NoCacheOpt = False,
+    name: NameOpt = None,
+    description: DescriptionOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="With --wait: print the final record.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the job's output.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Queue JOB for the runner hosts (broker: ANNA_RUN_BROKER); prints the run id."""
     from .hosts.submit import submit
     from .hosts.submit import wait as follow_run
-    from .run import exit_code_for
 
     request = _run_request(locals())
     reporter = _reporter()
@@ -690,12 +672,12 @@ def submit_cmd(
         return
     try:
         final = follow_run(_store(store), record, sys.stdout, sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _say(f"stopped following; run {record.id} goes on (`anna-run logs -f {record.id}`, `anna-run cancel`)")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code_for(exc)) from None
     if json_out:
         _print_json(final.to_dict())
-    _say(_summary(final))
+    _say(views.summary(final))
     raise typer.Exit(exit_code_for(final))
 
 
@@ -707,7 +689,6 @@ def worker_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Be a runner host: a Celery worker running submitted jobs with this host's engine."""
-    from .errors import ConfigError
     from .hosts.worker import serve
 
     queues = tuple(dict.fromkeys(q.strip() for q in queue.split(",") if q.strip()))
@@ -728,13 +709,7 @@ def hosts_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(workers)
         return
-    rows = [("WORKER", "HOST", "QUEUES", "SLOTS", "STATE", "RUNNING")]
-    for w in workers:
-        running = ", ".join(f"{run['id']} ({run['job']})" for run in w["runs"]) or "-"
-        rows.append(
-            (w["worker"], w["host"], ",".join(w["queues"]), f"{len(w['runs'])}/{w['concurrency']}", w["state"], running)
-        )
-    _table(rows)
+    _echo_lines(views.hosts_table(workers))
     if not workers:
         _say("no live runner hosts")
 
@@ -761,14 +736,14 @@ def cancel_cmd(
         _say(f"run {record.id}: cancel requested; {record.host or 'its host'} stops it")
     else:
         _say(f"run {record.id} ended {record.status} before it could be cancelled")
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code_for(ALREADY_ENDED))
 
 
 def command_names() -> set[str]:
     return {command.name for command in app.registered_commands if command.name}
 
 
-def _shorthand(argv: list[str]) -> list[str]:
+def shorthand(argv: list[str]) -> list[str]:
     """`anna-run JOB ...` means `anna-run run JOB ...` unless JOB names a command."""
     for i, arg in enumerate(argv):
         if arg.startswith("-"):
@@ -783,7 +758,7 @@ def _shorthand(argv: list[str]) -> list[str]:
 
 def main() -> None:
     try:
-        app(args=_shorthand(sys.argv[1:]), prog_name="anna-run")
+        app(args=shorthand(sys.argv[1:]), prog_name="anna-run")
     finally:
         # Everything is written and closed by now. Frozen objects are left out of the garbage
         # collector's passes at interpreter exit, which otherwise walk every object the imports

@@ -129,7 +129,7 @@ def _collect_result(sandbox: Sandbox, dest_root: Path, relpath: str, out: Collec
     if is_dir(stat):
         out.result_problem = f"result is a folder, not a file: {relpath}"
         return
-    files = _extract(sandbox, "/".join(parts), dest_root, _clean(relpath), out, progress)
+    files = _extract(sandbox, "/".join(parts), dest_root, clean_relpath(relpath), out, progress)
     if files:
         out.result = files[0]
 
@@ -144,11 +144,11 @@ def _collect_path(sandbox: Sandbox, dest_root: Path, relpath: str, out: Collecte
         out.missing.append(relpath)
         return
     parts, _ = found
-    out.artifacts.extend(_extract(sandbox, "/".join(parts), dest_root, _clean(relpath), out, progress))
+    out.artifacts.extend(_extract(sandbox, "/".join(parts), dest_root, clean_relpath(relpath), out, progress))
 
 
 def _collect_glob(sandbox: Sandbox, dest_root: Path, pattern: str, out: Collected, progress) -> None:
-    pattern = _clean(pattern)
+    pattern = clean_relpath(pattern)
     parts = pattern.split("/")
     static = []
     for part in parts:
@@ -221,7 +221,7 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
     return regex, end + 1
 
 
-def _clean(relpath: str) -> str:
+def clean_relpath(relpath: str) -> str:
     clean = posixpath.normpath(relpath.strip("/") or ".")
     return "" if clean == "." else clean
 
@@ -245,7 +245,7 @@ def _extract(
             # Stream mode keeps every header it read (100,000 files: ~100 MB); hard links are
             # resolved from what was written, so nothing needs them.
             tar.members.clear()
-            rel = _member_path(member.name, declared)
+            rel = member_path(member.name, declared)
             if rel is None and not declared and member.isdir() and "/" not in member.name.strip("/"):
                 continue  # the workspace folder itself, when a glob starts at the top
             if rel is None:
@@ -263,7 +263,7 @@ def _extract(
             elif member.isfile():
                 files.append(_write_file(tar, member, target, rel, progress))
             elif member.issym():
-                _link(member, target, rel, _member_path(member.name, source) or "", out, place)
+                _link(member, target, rel, member_path(member.name, source) or "", out, place)
             elif member.islnk():
                 _hardlink(member, target, rel, dest_root, declared, files, out, place)
     return files
@@ -281,7 +281,7 @@ def _closing(chunks: object) -> Iterator[None]:
             close()
 
 
-def _member_path(name: str, declared: str) -> str | None:
+def member_path(name: str, declared: str) -> str | None:
     """Map an archive member ``base/sub/file`` to ``<declared>/sub/file``."""
     if name.startswith("/") or "\x00" in name:
         return None
@@ -305,7 +305,7 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
     try:
         with open(fd, "wb") as f:
             if src is not None and member.size >= BACKGROUND_MIN:
-                size = _copy_overlapped(src, f, digest, progress)
+                size = copy_overlapped(src, f, digest, progress)
             else:
                 while src is not None and (chunk := src.read(CHUNK)):
                     f.write(chunk)
@@ -322,7 +322,7 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
     return FileInfo(path=rel, size=size, sha256=digest.hexdigest())
 
 
-def _copy_overlapped(src, f, digest, progress) -> int:
+def copy_overlapped(src, f, digest, progress) -> int:
     """Copy ``src`` to ``f`` and hash it, the disk write and the hash in a thread of their own
     while the next chunk arrives from the engine (both sides release the GIL): a large file
     costs about the slower of the two, not their sum. At most QUEUED chunks wait in memory."""
@@ -428,7 +428,7 @@ def _link(member: tarfile.TarInfo, target: Path, rel: str, origin: str, out: Col
 def _hardlink(
     member, target: Path, rel: str, dest_root: Path, declared: str, files, out: Collected, place: _Place
 ) -> None:
-    source_rel = _member_path(member.linkname, declared)
+    source_rel = member_path(member.linkname, declared)
     source = dest_root / source_rel if source_rel else None
     if source is None or not place.direct(source.parent) or not source.is_file() or source.is_symlink():
         out.refused.append(f"{rel}: a hard link to {member.linkname}, not collected")

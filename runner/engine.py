@@ -27,9 +27,9 @@ def connect(timeout: int = 120) -> docker.APIClient:
         base_url = kwargs.pop("base_url", None) or _context_host() or None
         client = docker.APIClient(base_url=base_url, version="auto", timeout=timeout, **kwargs)
     except DockerException as exc:
-        raise EngineError(f"no container engine answers: {short_error(exc)}", hint=START_HINT) from None
+        raise EngineError(f"no container engine answers: {short_message(exc)}", hint=START_HINT) from None
     except Exception as exc:  # requests' connection errors surface here during version negotiation
-        raise EngineError(f"no container engine answers: {short_error(exc)}", hint=START_HINT) from None
+        raise EngineError(f"no container engine answers: {short_message(exc)}", hint=START_HINT) from None
     return client
 
 
@@ -47,7 +47,8 @@ def _context_host() -> str | None:
     return host or None
 
 
-def short_error(exc: BaseException) -> str:
+def short_message(exc: BaseException) -> str:
+    """The part of an engine error worth showing: without the SDK's wrapping, at most 300 characters."""
     text = str(exc)
     for marker in ("Error while fetching server API version: ", "Connection aborted.', "):
         if marker in text:

@@ -1,12 +1,11 @@
-"""One exception hierarchy; the CLI maps each class to an exit code (and only the CLI)."""
+"""One exception hierarchy; the CLI maps each class to an exit code (``cli.EXIT_CODES``, and only there)."""
 
 from __future__ import annotations
 
 
 class AnnaRunError(Exception):
-    """Base of every error anna-run raises on purpose. ``exit_code`` is what the CLI exits with."""
-
-    exit_code = 1
+    """Base of every error anna-run raises on purpose. ``message`` says what went wrong, ``hint``
+    (optional) what to do about it."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -16,8 +15,6 @@ class AnnaRunError(Exception):
 
 class ConfigError(AnnaRunError):
     """Bad project file, job, payload, variable or option: nothing was started."""
-
-    exit_code = 2
 
     def __init__(
         self,
@@ -43,35 +40,24 @@ class ConfigError(AnnaRunError):
 class NotFound(AnnaRunError):
     """A run, job, result or artifact that was asked for does not exist."""
 
-    exit_code = 1
-
 
 class EngineError(AnnaRunError):
     """The container engine is unreachable, refused something, or went away (runner failure)."""
-
-    exit_code = 125
 
 
 class StoreError(AnnaRunError):
     """The run store cannot be read or written."""
 
-    exit_code = 125
-
 
 class BrokerError(AnnaRunError):
     """The runner hosts' broker or coordination Redis cannot be reached (runner failure)."""
-
-    exit_code = 125
 
 
 class JobTimeout(AnnaRunError):
     """The job ran past its wall-clock limit."""
 
-    exit_code = 124
-
 
 class Cancelled(AnnaRunError):
     """The user (or ``anna-run cancel``) stopped the run."""
 
-    exit_code = 130
     recorded = False  # the run's record already says so, with what was known when it stopped

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError
-from .progress import Reporter
+from .report import Reporter
 from .record import ImageInfo
 
 if TYPE_CHECKING:
@@ -38,9 +38,9 @@ def ensure_image(
     except ImageNotFound:
         present = None
     except Exception as exc:
-        from .engine import short_error
+        from .engine import short_message
 
-        raise EngineError(f"cannot inspect image {name}: {short_error(exc)}") from None
+        raise EngineError(f"cannot inspect image {name}: {short_message(exc)}") from None
     if present is None and pull == "never":
         raise EngineError(
             f"image {name} is not present on the engine and the pull policy is 'never'",
@@ -210,9 +210,9 @@ def build_image(
             elif text := event.get("stream"):
                 reporter.log_line("stderr", text)
     except Exception as exc:
-        from .engine import short_error
+        from .engine import short_message
 
-        raise EngineError(f"cannot build the image from {build}: {short_error(exc)}") from None
+        raise EngineError(f"cannot build the image from {build}: {short_message(exc)}") from None
     if error:
         raise EngineError(f"the image build from {build} failed: {error}")
     found = api.inspect_image(tag)

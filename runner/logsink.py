@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StoreError
-from .progress import Reporter
+from .report import Reporter
 from .variables import Masker
 
 DEFAULT_LOG_LIMIT = 64 << 20

@@ -1,5 +1,5 @@
-"""The Reporter the steps of a run talk to. The CLI picks its face: rich bars on a terminal,
-plain lines when piped, JSON lines for a worker, nothing in tests."""
+"""The faces of the Reporter (``report.py``) the steps of a run talk to. The CLI picks one: rich
+bars on a terminal, plain lines when piped, JSON lines for a worker."""
 
 from __future__ import annotations
 
@@ -7,43 +7,7 @@ import json
 import sys
 import threading
 import time
-from typing import IO, Protocol
-
-
-class Reporter(Protocol):
-    def step_started(self, step: str, detail: str = "") -> None: ...
-    def step_done(self, step: str, detail: str = "") -> None: ...
-    def bytes_done(self, step: str, done: int, total: int | None) -> None: ...
-    def log_line(self, stream: str, text: str) -> None: ...
-    def warning(self, message: str) -> None: ...
-    def info(self, message: str) -> None: ...
-
-
-class SilentReporter:
-    """Collects warnings and logs in memory; prints nothing (tests, library use)."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-        self.logs: list[tuple[str, str]] = []
-        self.steps: list[str] = []
-
-    def step_started(self, step: str, detail: str = "") -> None:
-        self.steps.append(step)
-
-    def step_done(self, step: str, detail: str = "") -> None:
-        pass
-
-    def bytes_done(self, step: str, done: int, total: int | None) -> None:
-        pass
-
-    def log_line(self, stream: str, text: str) -> None:
-        self.logs.append((stream, text))
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def info(self, message: str) -> None:
-        pass
+from typing import IO
 
 
 class PlainReporter:

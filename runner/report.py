@@ -1,6 +1,8 @@
-"""The Reporter protocol the steps of a run talk to, and the wrappers that need no face.
+"""What the steps of a run tell the person (or machine) watching: the ``Reporter`` protocol.
 
-The faces (rich bars, plain lines, JSON lines) live in ``progress.py``; steps import only this.
+The steps only know this interface; how it looks (rich bars, plain lines, JSON lines) is a face
+in ``progress.py`` that the CLI picks. ``SilentReporter`` keeps everything in memory (tests,
+library use) and ``MaskedReporter`` puts a mask in front of any reporter.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
+    """What a step may report. ``step`` names the step (``package``, ``pull``, ...), ``detail``
+    says more about it; ``log_line`` carries the job's own output, ``stream`` being ``stdout`` or
+    ``stderr``; ``bytes_done`` counts a byte-counted step (``total`` None when unknown)."""
+
     def step_started(self, step: str, detail: str = "") -> None: ...
     def step_done(self, step: str, detail: str = "") -> None: ...
     def bytes_done(self, step: str, done: int, total: int | None) -> None: ...
@@ -18,22 +24,60 @@ class Reporter(Protocol):
     def info(self, message: str) -> None: ...
 
 
+class SilentReporter:
+    """Collects warnings and logs in memory; prints nothing (tests, library use)."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.logs: list[tuple[str, str]] = []
+        self.steps: list[str] = []
+
+    def step_started(self, step: str, detail: str = "") -> None:
+        self.steps.append(step)
+
+    def step_done(self, step: str, detail: str = "") -> None:
+        pass
+
+    def bytes_done(self, step: str, done: int, total: int | None) -> None:
+        pass
+
+    def log_line(self, stream: str, text: str) -> None:
+        self.logs.append((stream, text))
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def info(self, message: str) -> None:
+        pass
+
+
 class MaskedReporter:
-    """Any reporter, with every text masked before it is passed on: where a run's text leaves
-    the process, its secrets are ``***`` (the steps never mask by hand)."""
+    """Passes everything on to ``inner`` with every text put through ``mask`` first (e.g. a
+    ``Masker``'s, so no secret reaches the screen). Step names are masked too: a detail or a
+    message may be built from a variable, and masking the name keeps a face's bookkeeping by
+    name consistent, since the same name always masks the same way."""
 
     def __init__(self, inner: Reporter, mask: Callable[[str], str]) -> None:
         self.inner = inner
         self.mask = mask
 
+    @property
+    def quiet(self) -> bool:
+        """The inner face's ``quiet`` (the CLI's ``--quiet``), for faces that have one."""
+        return bool(getattr(self.inner, "quiet", False))
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self.inner.quiet = value  # type: ignore[attr-defined]
+
     def step_started(self, step: str, detail: str = "") -> None:
-        self.inner.step_started(step, self.mask(detail))
+        self.inner.step_started(self.mask(step), self.mask(detail))
 
     def step_done(self, step: str, detail: str = "") -> None:
-        self.inner.step_done(step, self.mask(detail))
+        self.inner.step_done(self.mask(step), self.mask(detail))
 
     def bytes_done(self, step: str, done: int, total: int | None) -> None:
-        self.inner.bytes_done(step, done, total)
+        self.inner.bytes_done(self.mask(step), done, total)
 
     def log_line(self, stream: str, text: str) -> None:
         self.inner.log_line(stream, self.mask(text))

@@ -409,9 +409,9 @@ def _cache_volumes(api, prepared: PreparedRun) -> tuple[tuple[str, str], ...]:
         try:
             api.create_volume(name, labels=labels)
         except Exception as exc:
-            from .engine import short_error
+            from .engine import short_message
 
-            raise EngineError(f"cannot create the cache volume for {path}: {short_error(exc)}") from None
+            raise EngineError(f"cannot create the cache volume for {path}: {short_message(exc)}") from None
         volumes.append((name, path))
     return tuple(volumes)
 
@@ -437,19 +437,4 @@ def _single_file_tar(path: Path, name: str) -> Iterator[bytes]:
     yield b"\0" * ((512 - size % 512) % 512) + b"\0" * 1024
 
 
-def exit_code_for(record: RunRecord) -> int:
-    """SPEC §3.11: the job's own code, 0 on success, 124 timeout, 130 cancelled."""
-    if record.status == "succeeded":
-        return 0
-    if record.status == "timeout":
-        return 124
-    if record.status == "cancelled":
-        return 130
-    if record.reason and record.reason.startswith("engine:"):
-        return 125
-    if record.exit_code:
-        return record.exit_code
-    return 1
-
-
-__all__ = ["PAYLOAD_PATH", "RunRequest", "exit_code_for", "prepare", "run_job"]
+__all__ = ["PAYLOAD_PATH", "Recorder", "Staged", "execute", "run_job", "stage"]

@@ -389,6 +389,6 @@ def is_dir(stat: dict[str, Any]) -> bool:
 def _engine_error(what: str, exc: BaseException) -> BaseException:
     if isinstance(exc, KeyboardInterrupt | EngineError):
         return exc
-    from .engine import short_error
+    from .engine import short_message
 
-    return EngineError(f"{what}: {short_error(exc)}")
+    return EngineError(f"{what}: {short_message(exc)}")

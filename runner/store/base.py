@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..record import RunRecord
 
 if TYPE_CHECKING:
-    from ..progress import Reporter
+    from ..report import Reporter
 
 LOG_FILES = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}
 

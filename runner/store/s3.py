@@ -46,7 +46,7 @@ from .base import LOG_FILES, SyncReport, check_relpath
 from .spool import Spool, SpoolFile, read_local, spool_root
 
 if TYPE_CHECKING:
-    from ..progress import Reporter
+    from ..report import Reporter
 
 MiB = 1 << 20
 PART_SIZE = 16 * MiB  # multipart above this; minio keeps about (parallel + 1) parts in memory
@@ -81,7 +81,7 @@ class _Mismatch(Exception):
     """What the server holds is not what was sent: retried like a transient error."""
 
 
-class _LocalChanged(StoreError):
+class LocalChanged(StoreError):
     """A spooled file no longer has the size or digest it had: uploading again will not help."""
 
 
@@ -212,7 +212,7 @@ class S3Store:
     def __init__(
         self, bucket: str, prefix: str, config: S3Config, spool_dir: Path, *, reporter: Reporter | None = None
     ) -> None:
-        from ..progress import SilentReporter
+        from ..report import SilentReporter
 
         self.bucket = bucket
         self.prefix = prefix
@@ -743,7 +743,7 @@ class S3Store:
         extra: dict[str, str] | None = None,
     ) -> None:
         """Stream ``size`` bytes to ``key`` in parts and check what the server holds; retried."""
-        part_size = _part_size(size, self.part_size)
+        part_size = part_size_for(size, self.part_size)
         metadata = {"sha256": sha256, **(extra or {})}
 
         def attempt() -> None:
@@ -751,9 +751,9 @@ class S3Store:
             try:
                 source = opener()
             except OSError as exc:
-                raise _LocalChanged(f"cannot read {key} from the spool: {exc.strerror or exc}") from exc
+                raise LocalChanged(f"cannot read {key} from the spool: {exc.strerror or exc}") from exc
             with source:
-                reader = _HashingReader(source, size, part_size, self._counter(progress), key)
+                reader = HashingReader(source, size, part_size, self._counter(progress), key)
                 try:
                     self._mc().put_object(
                         self.bucket,
@@ -772,7 +772,7 @@ class S3Store:
                 finally:
                     reader.close()
             if reader.sha256() != sha256:
-                raise _LocalChanged(f"{key}: the local copy changed since it was recorded (sha256 differs)")
+                raise LocalChanged(f"{key}: the local copy changed since it was recorded (sha256 differs)")
             self._verify(key, size, sha256, reader.etag())
 
         self._call(f"upload {key}", attempt)
@@ -906,7 +906,7 @@ class _Progress:
         self.done = done
 
 
-class _HashingReader:
+class HashingReader:
     """A file-like of exactly ``size`` bytes that hashes what it hands out: the sha256 of the
     whole, and the MD5 of each ``part_size`` part, from which the S3 ETag follows.
 
@@ -933,7 +933,7 @@ class _HashingReader:
         n = self._left if n is None or n < 0 else min(n, self._left)
         data = self._raw.read(n)
         if not data:
-            raise _LocalChanged(f"{self._key}: the local copy is shorter than when it was recorded")
+            raise LocalChanged(f"{self._key}: the local copy is shorter than when it was recorded")
         self._left -= len(data)
         self._queue.put(data)
         self._on_bytes(len(data))
@@ -972,7 +972,7 @@ class _HashingReader:
         return hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest() + f"-{len(parts)}"
 
 
-def _part_size(size: int, preferred: int) -> int:
+def part_size_for(size: int, preferred: int) -> int:
     """``preferred``, grown in whole MiB when the file would need more than S3's 10,000 parts."""
     need = -(-size // MAX_PARTS)
     return max(preferred, -(-need // MiB) * MiB, 5 * MiB)
@@ -1034,7 +1034,7 @@ def _file_sha256(path: Path, size: int) -> str:
                 digest.update(chunk)
                 left -= len(chunk)
     except OSError as exc:
-        raise _LocalChanged(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise LocalChanged(f"cannot read {path}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
 
 

@@ -12,7 +12,7 @@ import pytest
 from anna_run.errors import ConfigError
 from anna_run.hosts.submit import task_message
 from anna_run.hosts.worker import PackageCache, prepare_submitted
-from anna_run.progress import SilentReporter
+from anna_run.report import SilentReporter
 from anna_run.request import FromStore, RunRequest, prepare
 from anna_run.run import stage
 from anna_run.store.local import LocalStore

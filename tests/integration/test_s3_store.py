@@ -313,7 +313,7 @@ def test_a_connection_cut_mid_upload_loses_nothing(make_s3_store, proxy: Proxy, 
     saved = store.save_record(record)
     assert saved.upload == "pending" and saved.status == "succeeded"
     assert any("anna-run sync" in w for w in reporter.warnings)
-    # The failed attempts' hashing threads (one per upload, see _HashingReader) all ended.
+    # The failed attempts' hashing threads (one per upload, see HashingReader) all ended.
     assert [t for t in threading.enumerate() if t.name == "anna-run-s3-hash"] == []
     spooled = store.spool.read_record("cut-0001")
     assert spooled is not None and spooled.upload == "pending"

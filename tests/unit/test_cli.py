@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from anna_run.cli import _shorthand, app, command_names
+from anna_run.cli import app, command_names, shorthand
 from anna_run.record import CommandResult, FileInfo, RunRecord
 from anna_run.store.local import LocalStore
 from typer.testing import CliRunner
@@ -47,7 +47,7 @@ def project(tmp_path: Path, yml: str) -> Path:
     return root
 
 
-# -- _shorthand ------------------------------------------------------------------------------------
+# -- shorthand ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -70,17 +70,17 @@ def project(tmp_path: Path, yml: str) -> Path:
     ],
 )
 def test_shorthand(argv: list[str], expected: list[str]) -> None:
-    assert _shorthand(list(argv)) == expected
+    assert shorthand(list(argv)) == expected
 
 
 @pytest.mark.parametrize("command", sorted(command_names()))
 def test_shorthand_leaves_every_command_alone(command: str) -> None:
-    assert _shorthand([command, "x"]) == [command, "x"]
+    assert shorthand([command, "x"]) == [command, "x"]
 
 
 def test_shorthand_does_not_change_its_argument() -> None:
     argv = ["train", "--payload", "p"]
-    _shorthand(argv)
+    shorthand(argv)
     assert argv == ["train", "--payload", "p"]
 
 

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from anna_run.collect import Collected, _clean, _member_path, collect, glob_to_regex
+from anna_run.collect import Collected, clean_relpath, collect, glob_to_regex, member_path
 from anna_run.sandbox import GO_MODE_DIR
 
 
@@ -113,7 +113,7 @@ def test_odd_brackets_still_give_a_valid_regex(pattern: str) -> None:
     re.compile(glob_to_regex(pattern))
 
 
-# -- _member_path ----------------------------------------------------------------------------------
+# -- member_path ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -121,28 +121,28 @@ def test_odd_brackets_still_give_a_valid_regex(pattern: str) -> None:
     ["/etc/passwd", "/code/x", "a/../b", "../x", "a/b/..", "..", "a\x00b", "a/b\x00", "", ".", "./", "/"],
 )
 def test_member_path_refuses_unsafe_names(name: str) -> None:
-    assert _member_path(name, "out") is None
+    assert member_path(name, "out") is None
 
 
 def test_member_path_rebases_onto_the_declared_path() -> None:
-    assert _member_path("models/sub/f", "models") == "models/sub/f"
-    assert _member_path("models/sub/f", "out/here") == "out/here/sub/f"
-    assert _member_path("models", "out") == "out"
-    assert _member_path("models/", "out") == "out"
-    assert _member_path("./models/./sub//f", "x") == "x/sub/f"
-    assert _member_path("weights.bin", "models/weights.bin") == "models/weights.bin"
+    assert member_path("models/sub/f", "models") == "models/sub/f"
+    assert member_path("models/sub/f", "out/here") == "out/here/sub/f"
+    assert member_path("models", "out") == "out"
+    assert member_path("models/", "out") == "out"
+    assert member_path("./models/./sub//f", "x") == "x/sub/f"
+    assert member_path("weights.bin", "models/weights.bin") == "models/weights.bin"
 
 
 def test_member_path_with_empty_declared() -> None:
-    assert _member_path("code/sub/f", "") == "sub/f"
-    assert _member_path("code/f.log", "") == "f.log"
+    assert member_path("code/sub/f", "") == "sub/f"
+    assert member_path("code/f.log", "") == "f.log"
 
 
 def test_member_path_dots_inside_names_are_fine() -> None:
-    assert _member_path("m/..hidden/a..b", "o") == "o/..hidden/a..b"
+    assert member_path("m/..hidden/a..b", "o") == "o/..hidden/a..b"
 
 
-# -- _clean ----------------------------------------------------------------------------------------
+# -- clean_relpath ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_member_path_dots_inside_names_are_fine() -> None:
     ],
 )
 def test_clean(raw: str, clean: str) -> None:
-    assert _clean(raw) == clean
+    assert clean_relpath(raw) == clean
 
 
 # -- Collected -------------------------------------------------------------------------------------
@@ -228,13 +228,13 @@ def test_top_level_glob_collects_without_refusing_anything(tmp_path: Path) -> No
 def test_overlapped_copy_keeps_order_bytes_and_hash(tmp_path: Path) -> None:
     import hashlib
 
-    from anna_run.collect import CHUNK, _copy_overlapped
+    from anna_run.collect import CHUNK, copy_overlapped
 
     data = b"".join(i.to_bytes(4, "big") * (CHUNK // 4 // 7 + 1) for i in range(70))  # ~10 MB, no two chunks alike
     seen: list[int] = []
     digest = hashlib.sha256()
     with open(tmp_path / "out.bin", "wb") as f:
-        size = _copy_overlapped(io.BytesIO(data), f, digest, seen.append)
+        size = copy_overlapped(io.BytesIO(data), f, digest, seen.append)
     assert size == len(data) == sum(seen)
     assert (tmp_path / "out.bin").read_bytes() == data
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -267,9 +267,9 @@ class _Endless(io.RawIOBase):
 def test_overlapped_copy_stops_reading_when_the_disk_is_full() -> None:
     import hashlib
 
-    from anna_run.collect import CHUNK, QUEUED, _copy_overlapped
+    from anna_run.collect import CHUNK, QUEUED, copy_overlapped
 
     source = _Endless()
     with pytest.raises(OSError, match="No space left"):
-        _copy_overlapped(source, _FullDisk(room=3 * CHUNK), hashlib.sha256(), None)
+        copy_overlapped(source, _FullDisk(room=3 * CHUNK), hashlib.sha256(), None)
     assert source.reads <= 3 + QUEUED + 2  # stopped soon after the failure, not at the end of input

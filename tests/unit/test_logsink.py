@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from anna_run.logsink import DEFAULT_LOG_LIMIT, LogSink, log_limit
-from anna_run.progress import SilentReporter
+from anna_run.report import SilentReporter
 from anna_run.variables import Masker
 
 SECRET = "supersecret"

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from anna_run.errors import ConfigError
-from anna_run.progress import SilentReporter
+from anna_run.report import SilentReporter
 from anna_run.request import STAND_IN_PACKAGE_ID, RunRequest, prepare, settings_for
 from anna_run.run import verdict
 

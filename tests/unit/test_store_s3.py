@@ -14,13 +14,13 @@ from anna_run.errors import ConfigError, StoreError
 from anna_run.record import RunRecord
 from anna_run.store.base import open_store
 from anna_run.store.s3 import (
+    HashingReader,
+    LocalChanged,
     MiB,
     S3Config,
     S3Store,
-    _HashingReader,
-    _LocalChanged,
-    _part_size,
     parse_s3_url,
+    part_size_for,
     s3_config,
 )
 from anna_run.store.spool import Spool, spool_root
@@ -195,7 +195,7 @@ def _etag(data: bytes, part: int) -> str:
 def test_hashing_reader_gives_sha256_and_the_s3_etag(size: int, read_size: int) -> None:
     data = os.urandom(size)
     counted: list[int] = []
-    reader = _HashingReader(io.BytesIO(data + b"tail not sent"), size, 5 * 1024, counted.append, "k")
+    reader = HashingReader(io.BytesIO(data + b"tail not sent"), size, 5 * 1024, counted.append, "k")
     out = b""
     while chunk := reader.read(read_size):
         out += chunk
@@ -210,9 +210,9 @@ def _hashing_threads() -> list[threading.Thread]:
 
 
 def test_hashing_reader_notices_a_shorter_file() -> None:
-    reader = _HashingReader(io.BytesIO(b"abc"), 10, 5 * 1024, lambda n: None, "runs/x/log.txt")
+    reader = HashingReader(io.BytesIO(b"abc"), 10, 5 * 1024, lambda n: None, "runs/x/log.txt")
     assert reader.read(3) == b"abc"
-    with pytest.raises(_LocalChanged, match="shorter"):
+    with pytest.raises(LocalChanged, match="shorter"):
         reader.read(3)
     reader.close()  # what an upload does on every way out
     assert not _hashing_threads()
@@ -220,11 +220,11 @@ def test_hashing_reader_notices_a_shorter_file() -> None:
 
 
 def test_part_size_stays_within_s3_limits() -> None:
-    assert _part_size(0, 16 * MiB) == 16 * MiB
-    assert _part_size(500 * 10**6, 16 * MiB) == 16 * MiB
-    assert _part_size(10, 1 * MiB) == 5 * MiB  # S3's minimum part
+    assert part_size_for(0, 16 * MiB) == 16 * MiB
+    assert part_size_for(500 * 10**6, 16 * MiB) == 16 * MiB
+    assert part_size_for(10, 1 * MiB) == 5 * MiB  # S3's minimum part
     huge = 1 << 40  # 1 TiB: 16 MiB parts would be 65,536 of them
-    size = _part_size(huge, 16 * MiB)
+    size = part_size_for(huge, 16 * MiB)
     assert size % MiB == 0 and -(-huge // size) <= 10_000
 
 
