@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError
-from .report import Reporter
 from .record import ImageInfo
+from .report import Reporter
 
 if TYPE_CHECKING:
     import docker

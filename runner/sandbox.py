@@ -223,7 +223,7 @@ class Sandbox:
             timed_out=timed_out,
             oom=bool(state.get("OOMKilled")),
             cancelled=cancelled,
-            runtime_s=_runtime(state),
+            runtime_s=container_runtime(state),
         )
 
     def _attach(self, on_output: Callable[[str, bytes], None]) -> _Reader:
@@ -319,10 +319,10 @@ class Sandbox:
             chunks.close()
 
 
-def _runtime(state: dict[str, Any]) -> float | None:
+def container_runtime(state: dict[str, Any]) -> float | None:
     """Seconds from the engine's StartedAt to FinishedAt (RFC 3339, nanoseconds), or None."""
     try:
-        start, end = _timestamp(state["StartedAt"]), _timestamp(state["FinishedAt"])
+        start, end = parse_timestamp(state["StartedAt"]), parse_timestamp(state["FinishedAt"])
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     return round(end - start, 3) if end >= start else None
@@ -331,7 +331,7 @@ def _runtime(state: dict[str, Any]) -> float | None:
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
 
-def _timestamp(text: str) -> float:
+def parse_timestamp(text: str) -> float:
     """An engine timestamp as epoch seconds; nanosecond fractions (which Python's own parser
     does not read before 3.11) are kept to the microsecond."""
     from datetime import datetime
