@@ -20,7 +20,6 @@ the project). Symlinks are packed as links, never followed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +27,6 @@ import os
 import re
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from .errors import ConfigError, StoreError
+from .fsio import AtomicFile, atomic_write
 
 if TYPE_CHECKING:
     import pathspec
@@ -517,46 +516,21 @@ def _existing_package(packages: Path, sha: str | None) -> tuple[str, int] | None
 def _write_package(
     entries: list[Entry], root: Path | str, packages: Path, progress: Progress | None
 ) -> tuple[str, int]:
+    # Named after its sha256, known once written: the target is set at the end of the block.
+    target = AtomicFile(packages / "package.tar", perms=0o600, buffering=CHUNK)
     try:
-        packages.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=packages)
-    except OSError as e:
-        raise StoreError(f"cannot write packages to {packages}: {e.strerror or e}") from e
-    try:
-        with open(fd, "wb", buffering=CHUNK) as raw:
+        with target as raw:
             out = _HashingWriter(raw, progress, _tar_size(entries))
             _write_tar(entries, root, out)
-            raw.flush()
-            os.fsync(raw.fileno())
-        sha = out.sha256.hexdigest()
-        _publish(tmp, packages / f"{sha}.tar")
+            sha = out.sha256.hexdigest()
+            target.path = packages / f"{sha}.tar"
+            if target.path.exists():
+                target.discard()  # the same bytes are already there (content addressing)
     except OSError as e:
-        _discard(tmp)
         raise StoreError(f"cannot write package to {packages}: {e.strerror or e}") from e
-    except BaseException:
-        _discard(tmp)
-        raise
     if progress is not None:
         progress(out.count, out.count)
     return sha, out.count
-
-
-def _publish(tmp: str, final: Path) -> None:
-    if final.exists():
-        os.unlink(tmp)  # the same bytes are already there (content addressing)
-        return
-    os.replace(tmp, final)
-    # The rename is only durable once the folder itself is synced.
-    dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _discard(tmp: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- stat cache
@@ -581,16 +555,7 @@ def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> None:
     keep = dict(list(trees.items())[-_CACHE_KEEP:])
     text = json.dumps({"version": _CACHE_VERSION, "trees": keep}, indent=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    except OSError as e:
-        _log.warning("cannot update the package cache %s: %s", path, e)
-        return
-    try:
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text, perms=0o600)
     except OSError as e:
         # Only an optimisation: the package itself is written, the next build walks again.
         _log.warning("cannot update the package cache %s: %s", path, e)
-        _discard(tmp)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, NotFound, StoreError
+from ..fsio import AtomicFile, atomic_copy
 from ..record import RunRecord, parse_iso
 from .base import LOG_FILES, SyncReport, check_relpath
 from .spool import Spool, SpoolFile, read_local, spool_root
@@ -255,7 +256,7 @@ class S3Store:
         dest = self._payload_file(sha256)
         if not dest.exists():
             try:
-                _copy_atomic(src, dest)
+                atomic_copy(src, dest, perms=0o600)
             except OSError as exc:
                 raise StoreError(f"cannot keep the payload in {dest.parent}: {exc.strerror or exc}") from exc
         self._publish_blob(self._key("payloads", f"{sha256}.json"), dest, sha256, "payload")
@@ -848,9 +849,8 @@ class S3Store:
         return chunks()
 
     def _download(self, key: str, dest: Path, sha256: str | None, link_base: str | None = None) -> str:
-        """Download ``key`` into ``dest`` (through a temp file), checked; ``link_base``: the
+        """Download ``key`` into ``dest`` (replaced whole, see fsio), checked; ``link_base``: the
         object may be a symlink, relative to that path. Returns "file" or "link"; NotFound."""
-        tmp = dest.with_name(f".{dest.name}.part")
 
         def attempt() -> str:
             response = self._open(key)
@@ -864,11 +864,12 @@ class S3Store:
                 expected = sha256 or response.headers.get("x-amz-meta-sha256")
                 digest = hashlib.sha256()
                 try:
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with open(tmp, "wb") as out:
+                    with AtomicFile(dest) as out:
                         for chunk in response.stream(MiB):
                             out.write(chunk)
                             digest.update(chunk)
+                        if expected and digest.hexdigest() != expected:
+                            raise _Mismatch(f"{key}: the bytes read do not match its sha256")
                 except OSError as exc:
                     if _is_network(exc):
                         raise
@@ -876,16 +877,9 @@ class S3Store:
             finally:
                 response.close()
                 response.release_conn()
-            if expected and digest.hexdigest() != expected:
-                raise _Mismatch(f"{key}: the bytes read do not match its sha256")
-            os.replace(tmp, dest)
             return "file"
 
-        try:
-            return self._call(f"download {key}", attempt)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        return self._call(f"download {key}", attempt)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -1036,21 +1030,6 @@ def _file_sha256(path: Path, size: int) -> str:
     except OSError as exc:
         raise _LocalChanged(f"cannot read {path}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    import tempfile
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, MiB)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _make_link(dest: Path, link: str, rel: str, key: str) -> None:
