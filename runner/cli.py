@@ -172,7 +172,7 @@ def _detach(request) -> None:
 
     from .progress import PlainReporter
     from .run import prepare, queued_record
-    from .store.base import open_store
+    from .store import open_store
     from .variables import new_suuid
 
     request = dataclasses.replace(request, run_id=new_suuid())
@@ -368,7 +368,7 @@ def runs_cmd(
 
 
 def _store(location: str | None):
-    from .store.base import open_store
+    from .store import open_store
 
     return open_store(location)
 
@@ -569,7 +569,7 @@ def gc_cmd(
 def sync_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Complete the uploads that could not finish (S3 store); idempotent, safe while runs go on."""
     from .errors import StoreError
-    from .store.base import open_store
+    from .store import open_store
 
     st = open_store(store, reporter=_reporter())
     _notice_lost(st, st.pending())  # a spooled run whose anna-run died: recorded failed, then uploaded

@@ -11,7 +11,7 @@ from .errors import ConfigError, NotFound
 from .progress import Reporter
 from .record import ImageInfo, RunRecord
 from .run import Pin, Prepared, RunRequest, Settings, execute
-from .store.base import open_store
+from .store import open_store
 from .variables import new_suuid, parse_assignments, read_payload, render_command
 
 PROJECT_FILES = ("askanna.yml", "askanna.yaml")

@@ -36,7 +36,8 @@ from .project import (
     parse_memory,
 )
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
-from .store.base import Store, open_store
+from .store import open_store
+from .store.base import Store
 from .variables import (
     PAYLOAD_PATH,
     Masker,

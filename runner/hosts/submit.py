@@ -33,7 +33,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
     """Validate, publish, record `queued`, enqueue; returns the queued record. Raises
     ConfigError (nothing queued, nothing stored) or BrokerError."""
     from ..run import _package, _store_payload, _variables, prepare, queued_record
-    from ..store.base import open_store
+    from ..store import open_store
     from ..variables import new_suuid, suuid_from_digest
 
     settings = host_settings()  # no broker named: a config error before anything else

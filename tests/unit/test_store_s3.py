@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from anna_run.errors import ConfigError, StoreError
 from anna_run.record import RunRecord
-from anna_run.store.base import open_store
+from anna_run.store import open_store
 from anna_run.store.s3 import (
     MiB,
     S3Config,
