@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import stat
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     import pathspec
 
 __all__ = ["Entry", "Package", "build_package", "select_files"]
-
-_log = logging.getLogger(__name__)
 
 Kind = Literal["file", "dir", "symlink"]
 Progress = Callable[[int, int], None]
@@ -91,6 +88,7 @@ class Package:
     path: Path  # <packages_dir>/<sha256>.tar
     reused: bool  # the stat cache proved the tree unchanged and its tar existed: nothing read
     skipped: tuple[str, ...] = ()  # left out: sockets, FIFOs, devices, symlinks out of the project
+    warnings: tuple[str, ...] = ()  # for the user: what was left out, a cache that could not be saved
 
 
 # --------------------------------------------------------------------------- selection
@@ -106,20 +104,28 @@ def select_files(
 
     ``exclude``: paths never packed (and not descended), e.g. a run store inside the
     project; paths outside ``root`` are ignored. ``skipped``: when given, receives the
-    relpaths of sockets, FIFOs, devices and symlinks out of the root, which are left out (and logged).
+    relpaths of sockets, FIFOs, devices and symlinks out of the root, which are left out.
 
     Raises ConfigError when ``root`` is not a directory, a folder cannot be listed, or
     an ignore file cannot be read.
     """
+    entries, left_out = _select(root, exclude)
+    if skipped is not None:
+        skipped.extend(rel for rel, _ in left_out)
+    return entries
+
+
+def _select(root: Path | str, exclude: Iterable[Path | str]) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """``select_files``, with each left-out relpath and why."""
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise ConfigError(f"project directory not found: {top}")
-    walker = _Walker(top, _excluded_relpaths(top, exclude), skipped)
+    walker = _Walker(top, _excluded_relpaths(top, exclude))
     walker.walk()
     # Byte order of the encoded name, not str order, so every platform agrees; a folder
     # sorts before its contents because it is their prefix.
     walker.entries.sort(key=lambda e: e.relpath.encode("utf-8", "surrogateescape"))
-    return walker.entries
+    return walker.entries, sorted(walker.left_out)
 
 
 def _excluded_relpaths(top: str, exclude: Iterable[Path | str]) -> frozenset[str]:
@@ -213,11 +219,11 @@ def _read_ignore_file(path: str) -> _Matcher:
 class _Walker:
     """Walks the tree once, keeping the stat results os.scandir already fetched."""
 
-    def __init__(self, top: str, excluded: frozenset[str], skipped: list[str] | None) -> None:
+    def __init__(self, top: str, excluded: frozenset[str]) -> None:
         self.top = top
         self.entries: list[Entry] = []
+        self.left_out: list[tuple[str, str]] = []  # (relpath, why)
         self._excluded = excluded
-        self._skipped = skipped
         askannaignore = os.path.join(top, _ASKANNAIGNORE)
         self._nested = not os.path.isfile(askannaignore)  # .gitignore files in every folder
         self._root_chain: _Chain = ()
@@ -286,14 +292,10 @@ class _Walker:
                 # Followed it would read the host's files; packed, the engine refuses the whole
                 # archive ("invalid symlink"). An absolute target is kept: it means a path in the
                 # container, as anywhere in the package.
-                _log.warning("not packaged (a symlink out of the project): %s -> %s", de.path, target)
-                if self._skipped is not None:
-                    self._skipped.append(rel)
+                self.left_out.append((rel, f"a symlink out of the project, to {target}"))
                 return None
         else:
-            _log.warning("not packaged (not a file, folder or symlink): %s", de.path)
-            if self._skipped is not None:
-                self._skipped.append(rel)
+            self.left_out.append((rel, "not a file, folder or symlink: a socket, FIFO or device"))
             return None
         size = st.st_size if kind == "file" else 0
         return Entry(rel, kind, size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, target)
@@ -479,6 +481,9 @@ def build_package(
     ``cache_file`` are always excluded). ``progress(done, total)``: tar bytes, called
     every MiB or so and once at the end with ``done == total == size``.
 
+    Nothing is logged: what the user should hear (files left out, a cache that could not
+    be saved) is in the returned package's ``warnings``, for the caller's reporter.
+
     Raises ConfigError for what is wrong with the project (unreadable file, file
     changed while packaging), StoreError when ``packages_dir`` cannot be written.
     """
@@ -486,8 +491,9 @@ def build_package(
     cache_path = Path(cache_file) if cache_file is not None else None
     excluded = [*exclude, packages, *([cache_path] if cache_path else [])]
     started_ns = time.time_ns()
-    skipped: list[str] = []
-    entries = select_files(root, exclude=excluded, skipped=skipped)
+    entries, left_out = _select(root, excluded)
+    skipped = tuple(rel for rel, _ in left_out)
+    warnings = [f"not in the code package: {rel} ({why})" for rel, why in left_out]
     key = _tree_key(entries)
     files = sum(e.kind != "dir" for e in entries)
     cache = _load_cache(cache_path) if cache_path else {}
@@ -496,11 +502,13 @@ def build_package(
         sha, size = hit
         if progress is not None:
             progress(size, size)
-        return Package(sha, size, files, packages / f"{sha}.tar", reused=True, skipped=tuple(skipped))
+        return Package(sha, size, files, packages / f"{sha}.tar", True, skipped, tuple(warnings))
     sha, size = _write_package(entries, root, packages, progress)
     if cache_path is not None and not _racy(entries, started_ns):
-        _save_cache(cache_path, cache, key, sha)
-    return Package(sha, size, files, packages / f"{sha}.tar", reused=False, skipped=tuple(skipped))
+        warning = _save_cache(cache_path, cache, key, sha)
+        if warning is not None:
+            warnings.append(warning)
+    return Package(sha, size, files, packages / f"{sha}.tar", False, skipped, tuple(warnings))
 
 
 def _existing_package(packages: Path, sha: str | None) -> tuple[str, int] | None:
@@ -549,7 +557,8 @@ def _load_cache(path: Path) -> dict[str, str]:
     return {k: v for k, v in trees.items() if isinstance(v, str) and _SHA_RE.fullmatch(v)}
 
 
-def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> None:
+def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> str | None:
+    """Save the cache with ``key`` newest; a warning for the user when it cannot be."""
     trees = {k: v for k, v in cache.items() if k != key}
     trees[key] = sha  # newest last; the oldest are dropped
     keep = dict(list(trees.items())[-_CACHE_KEEP:])
@@ -558,4 +567,5 @@ def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> None:
         atomic_write(path, text, perms=0o600)
     except OSError as e:
         # Only an optimisation: the package itself is written, the next build walks again.
-        _log.warning("cannot update the package cache %s: %s", path, e)
+        return f"cannot update the package cache {path}: {e.strerror or e}"
+    return None

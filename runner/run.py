@@ -472,8 +472,8 @@ def _package(prepared: Prepared, store: Store, reporter: Reporter) -> Package:
     )
     detail = f"{package.files} files, {package.size / 1e6:.1f} MB{' (unchanged)' if package.reused else ''}"
     reporter.step_done("package", detail)
-    for rel in package.skipped:
-        reporter.warning(f"not in the code package: {rel} (a symlink out of the project, a socket, FIFO or device)")
+    for warning in package.warnings:
+        reporter.warning(warning)
     return package
 
 
