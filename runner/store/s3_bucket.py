@@ -68,7 +68,7 @@ class LocalChanged(StoreError):
     """A local file no longer has the size or digest it had: uploading again will not help."""
 
 
-class Mismatch(Exception):
+class _Mismatch(Exception):
     """What the server holds is not what was sent: retried like a transient error."""
 
 
@@ -211,7 +211,7 @@ class Bucket:
         from minio.error import InvalidResponseError, S3Error, ServerError
 
         where, tries = self.config.url, self.config.attempts
-        if isinstance(exc, Mismatch):
+        if isinstance(exc, _Mismatch):
             return StoreError(f"{what}: the upload could not be verified after {tries} tries: {exc}")
         if isinstance(exc, S3Error):
             code = exc.code or "?"
@@ -344,12 +344,12 @@ class Bucket:
     def _verify(self, key: str, size: int, sha256: str, etag: str) -> None:
         st = self._mc().stat_object(self.name, key)
         if st.size != size:
-            raise Mismatch(f"{key}: the server holds {st.size} bytes, {size} were sent")
+            raise _Mismatch(f"{key}: the server holds {st.size} bytes, {size} were sent")
         if meta(st, "sha256") != sha256:
-            raise Mismatch(f"{key}: the server lost its sha256 metadata")
+            raise _Mismatch(f"{key}: the server lost its sha256 metadata")
         # Not every S3 puts an MD5 in its ETag (SSE-KMS, some gateways): then read back to know.
         if (st.etag or "").strip('"') != etag and self._read_back_sha256(key) != sha256:
-            raise Mismatch(f"{key}: the bytes read back differ from those sent")
+            raise _Mismatch(f"{key}: the bytes read back differ from those sent")
 
     def _read_back_sha256(self, key: str) -> str:
         response = self._mc().get_object(self.name, key)
@@ -424,7 +424,7 @@ class Bucket:
                             out.write(chunk)
                             digest.update(chunk)
                         if expected and digest.hexdigest() != expected:
-                            raise Mismatch(f"{key}: the bytes read do not match its sha256")
+                            raise _Mismatch(f"{key}: the bytes read do not match its sha256")
                 except OSError as exc:
                     if _is_network(exc):
                         raise
@@ -518,7 +518,7 @@ def meta(st: Any, name: str) -> str | None:
 def _transient(exc: BaseException) -> bool:
     from minio.error import S3Error, ServerError
 
-    if isinstance(exc, Mismatch):
+    if isinstance(exc, _Mismatch):
         return True
     if isinstance(exc, S3Error):
         return exc.code in _TRANSIENT_CODES
