@@ -396,7 +396,7 @@ def s3_upload(ctx: Context) -> dict:
         store.publish_package(package, sha)
         again = open_s3_store(f"s3://{bucket}/bench-package")  # another process: no memory of the first
         again.publish_package(package, sha)
-        resent = again.bytes_sent
+        resent = again.bucket.bytes_sent
     finally:
         server.stop()
         for key, value in old_env.items():

@@ -254,7 +254,7 @@ def _detach(request) -> None:
     from .progress import PlainReporter
     from .request import prepare, with_run_id
     from .run import queued_record
-    from .store.base import open_store
+    from .store import open_store
 
     request = with_run_id(request)
     prepared = prepare(request, PlainReporter())
@@ -403,7 +403,7 @@ def runs_cmd(
 
 
 def _store(location: str | None):
-    from .store.base import open_store
+    from .store import open_store
 
     return open_store(location)
 
@@ -573,7 +573,7 @@ def gc_cmd(
 @handled
 def sync_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Complete the uploads that could not finish (S3 store); idempotent, safe while runs go on."""
-    from .store.base import open_store
+    from .store import open_store
 
     st = open_store(store, reporter=_reporter())
     _notice_lost(st, st.pending())  # a spooled run whose anna-run died: recorded failed, then uploaded

@@ -16,12 +16,12 @@ import posixpath
 import re
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import StoreError
+from .fsio import AtomicFile
 from .record import FileInfo
 from .sandbox import IterStream, Sandbox, is_dir, is_symlink
 from .script import WORKDIR
@@ -300,25 +300,16 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, rel
     digest = hashlib.sha256()
     size = 0
     src = tar.extractfile(member)
-    # A name of its own (O_EXCL): ".x.part" may well be another output of the job.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".anna-run-", suffix=".part")
-    try:
-        with open(fd, "wb") as f:
-            if src is not None and member.size >= BACKGROUND_MIN:
-                size = copy_overlapped(src, f, digest, progress)
-            else:
-                while src is not None and (chunk := src.read(CHUNK)):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if progress:
-                        progress(len(chunk))
-        os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with AtomicFile(target, perms=0o755 if member.mode & 0o111 else 0o644) as f:
+        if src is not None and member.size >= BACKGROUND_MIN:
+            size = copy_overlapped(src, f, digest, progress)
+        else:
+            while src is not None and (chunk := src.read(CHUNK)):
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
     return FileInfo(path=rel, size=size, sha256=digest.hexdigest())
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError
+from .fsio import atomic_write
 from .record import ImageInfo
 from .report import Reporter
 
@@ -264,10 +265,7 @@ def context_digest(context: Path, dockerfile: str, build_args: dict[str, str], c
         cache = dict(list(cache.items())[-50:])
         cache[key] = value
         with contextlib.suppress(OSError):
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
+            atomic_write(cache_file, json.dumps(cache))
     return value
 
 

@@ -20,15 +20,12 @@ the project). Symlinks are packed as links, never followed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,13 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from .errors import ConfigError, StoreError
+from .fsio import AtomicFile, atomic_write
 
 if TYPE_CHECKING:
     import pathspec
 
 __all__ = ["Entry", "Package", "build_package", "select_files"]
-
-_log = logging.getLogger(__name__)
 
 Kind = Literal["file", "dir", "symlink"]
 Progress = Callable[[int, int], None]
@@ -92,6 +88,7 @@ class Package:
     path: Path  # <packages_dir>/<sha256>.tar
     reused: bool  # the stat cache proved the tree unchanged and its tar existed: nothing read
     skipped: tuple[str, ...] = ()  # left out: sockets, FIFOs, devices, symlinks out of the project
+    warnings: tuple[str, ...] = ()  # for the user: what was left out, a cache that could not be saved
 
 
 # --------------------------------------------------------------------------- selection
@@ -107,20 +104,28 @@ def select_files(
 
     ``exclude``: paths never packed (and not descended), e.g. a run store inside the
     project; paths outside ``root`` are ignored. ``skipped``: when given, receives the
-    relpaths of sockets, FIFOs, devices and symlinks out of the root, which are left out (and logged).
+    relpaths of sockets, FIFOs, devices and symlinks out of the root, which are left out.
 
     Raises ConfigError when ``root`` is not a directory, a folder cannot be listed, or
     an ignore file cannot be read.
     """
+    entries, left_out = _select(root, exclude)
+    if skipped is not None:
+        skipped.extend(rel for rel, _ in left_out)
+    return entries
+
+
+def _select(root: Path | str, exclude: Iterable[Path | str]) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """``select_files``, with each left-out relpath and why."""
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise ConfigError(f"project directory not found: {top}")
-    walker = _Walker(top, _excluded_relpaths(top, exclude), skipped)
+    walker = _Walker(top, _excluded_relpaths(top, exclude))
     walker.walk()
     # Byte order of the encoded name, not str order, so every platform agrees; a folder
     # sorts before its contents because it is their prefix.
     walker.entries.sort(key=lambda e: e.relpath.encode("utf-8", "surrogateescape"))
-    return walker.entries
+    return walker.entries, sorted(walker.left_out)
 
 
 def _excluded_relpaths(top: str, exclude: Iterable[Path | str]) -> frozenset[str]:
@@ -214,11 +219,11 @@ def _read_ignore_file(path: str) -> _Matcher:
 class _Walker:
     """Walks the tree once, keeping the stat results os.scandir already fetched."""
 
-    def __init__(self, top: str, excluded: frozenset[str], skipped: list[str] | None) -> None:
+    def __init__(self, top: str, excluded: frozenset[str]) -> None:
         self.top = top
         self.entries: list[Entry] = []
+        self.left_out: list[tuple[str, str]] = []  # (relpath, why)
         self._excluded = excluded
-        self._skipped = skipped
         askannaignore = os.path.join(top, _ASKANNAIGNORE)
         self._nested = not os.path.isfile(askannaignore)  # .gitignore files in every folder
         self._root_chain: _Chain = ()
@@ -287,14 +292,10 @@ class _Walker:
                 # Followed it would read the host's files; packed, the engine refuses the whole
                 # archive ("invalid symlink"). An absolute target is kept: it means a path in the
                 # container, as anywhere in the package.
-                _log.warning("not packaged (a symlink out of the project): %s -> %s", de.path, target)
-                if self._skipped is not None:
-                    self._skipped.append(rel)
+                self.left_out.append((rel, f"a symlink out of the project, to {target}"))
                 return None
         else:
-            _log.warning("not packaged (not a file, folder or symlink): %s", de.path)
-            if self._skipped is not None:
-                self._skipped.append(rel)
+            self.left_out.append((rel, "not a file, folder or symlink: a socket, FIFO or device"))
             return None
         size = st.st_size if kind == "file" else 0
         return Entry(rel, kind, size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, target)
@@ -480,6 +481,9 @@ def build_package(
     ``cache_file`` are always excluded). ``progress(done, total)``: tar bytes, called
     every MiB or so and once at the end with ``done == total == size``.
 
+    Nothing is logged: what the user should hear (files left out, a cache that could not
+    be saved) is in the returned package's ``warnings``, for the caller's reporter.
+
     Raises ConfigError for what is wrong with the project (unreadable file, file
     changed while packaging), StoreError when ``packages_dir`` cannot be written.
     """
@@ -487,8 +491,9 @@ def build_package(
     cache_path = Path(cache_file) if cache_file is not None else None
     excluded = [*exclude, packages, *([cache_path] if cache_path else [])]
     started_ns = time.time_ns()
-    skipped: list[str] = []
-    entries = select_files(root, exclude=excluded, skipped=skipped)
+    entries, left_out = _select(root, excluded)
+    skipped = tuple(rel for rel, _ in left_out)
+    warnings = [f"not in the code package: {rel} ({why})" for rel, why in left_out]
     key = _tree_key(entries)
     files = sum(e.kind != "dir" for e in entries)
     cache = _load_cache(cache_path) if cache_path else {}
@@ -497,11 +502,13 @@ def build_package(
         sha, size = hit
         if progress is not None:
             progress(size, size)
-        return Package(sha, size, files, packages / f"{sha}.tar", reused=True, skipped=tuple(skipped))
+        return Package(sha, size, files, packages / f"{sha}.tar", True, skipped, tuple(warnings))
     sha, size = _write_package(entries, root, packages, progress)
     if cache_path is not None and not _racy(entries, started_ns):
-        _save_cache(cache_path, cache, key, sha)
-    return Package(sha, size, files, packages / f"{sha}.tar", reused=False, skipped=tuple(skipped))
+        warning = _save_cache(cache_path, cache, key, sha)
+        if warning is not None:
+            warnings.append(warning)
+    return Package(sha, size, files, packages / f"{sha}.tar", False, skipped, tuple(warnings))
 
 
 def _existing_package(packages: Path, sha: str | None) -> tuple[str, int] | None:
@@ -517,46 +524,21 @@ def _existing_package(packages: Path, sha: str | None) -> tuple[str, int] | None
 def _write_package(
     entries: list[Entry], root: Path | str, packages: Path, progress: Progress | None
 ) -> tuple[str, int]:
+    # Named after its sha256, known once written: the target is set at the end of the block.
+    target = AtomicFile(packages / "package.tar", perms=0o600, buffering=CHUNK)
     try:
-        packages.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=packages)
-    except OSError as e:
-        raise StoreError(f"cannot write packages to {packages}: {e.strerror or e}") from e
-    try:
-        with open(fd, "wb", buffering=CHUNK) as raw:
+        with target as raw:
             out = _HashingWriter(raw, progress, _tar_size(entries))
             _write_tar(entries, root, out)
-            raw.flush()
-            os.fsync(raw.fileno())
-        sha = out.sha256.hexdigest()
-        _publish(tmp, packages / f"{sha}.tar")
+            sha = out.sha256.hexdigest()
+            target.path = packages / f"{sha}.tar"
+            if target.path.exists():
+                target.discard()  # the same bytes are already there (content addressing)
     except OSError as e:
-        _discard(tmp)
         raise StoreError(f"cannot write package to {packages}: {e.strerror or e}") from e
-    except BaseException:
-        _discard(tmp)
-        raise
     if progress is not None:
         progress(out.count, out.count)
     return sha, out.count
-
-
-def _publish(tmp: str, final: Path) -> None:
-    if final.exists():
-        os.unlink(tmp)  # the same bytes are already there (content addressing)
-        return
-    os.replace(tmp, final)
-    # The rename is only durable once the folder itself is synced.
-    dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _discard(tmp: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- stat cache
@@ -575,22 +557,15 @@ def _load_cache(path: Path) -> dict[str, str]:
     return {k: v for k, v in trees.items() if isinstance(v, str) and _SHA_RE.fullmatch(v)}
 
 
-def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> None:
+def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> str | None:
+    """Save the cache with ``key`` newest; a warning for the user when it cannot be."""
     trees = {k: v for k, v in cache.items() if k != key}
     trees[key] = sha  # newest last; the oldest are dropped
     keep = dict(list(trees.items())[-_CACHE_KEEP:])
     text = json.dumps({"version": _CACHE_VERSION, "trees": keep}, indent=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    except OSError as e:
-        _log.warning("cannot update the package cache %s: %s", path, e)
-        return
-    try:
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text, perms=0o600)
     except OSError as e:
         # Only an optimisation: the package itself is written, the next build walks again.
-        _log.warning("cannot update the package cache %s: %s", path, e)
-        _discard(tmp)
+        return f"cannot update the package cache {path}: {e.strerror or e}"
+    return None

@@ -17,7 +17,8 @@ from .errors import ConfigError, NotFound
 from .record import RunRecord
 from .report import Reporter
 from .request import FromStore, RunRequest, prepare
-from .store.base import Store, open_store
+from .store import open_store
+from .store.base import Store
 from .variables import parse_assignments
 
 PROJECT_FILES = ("askanna.yml", "askanna.yaml")

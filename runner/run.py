@@ -26,7 +26,8 @@ from .orphans import runner_identity
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .report import MaskedReporter, Reporter
 from .request import FromStore, PreparedRun, Rendered, RunRequest, Settings, masked_errors, prepare, render_outputs
-from .store.base import Store, open_store
+from .store import open_store
+from .store.base import Store
 from .variables import PAYLOAD_PATH, Masker, Variables
 
 if TYPE_CHECKING:
@@ -199,8 +200,8 @@ def _package(prepared: PreparedRun, store: Store, reporter: Reporter) -> Package
     )
     detail = f"{package.files} files, {package.size / 1e6:.1f} MB{' (unchanged)' if package.reused else ''}"
     reporter.step_done("package", detail)
-    for rel in package.skipped:
-        reporter.warning(f"not in the code package: {rel} (a symlink out of the project, a socket, FIFO or device)")
+    for warning in package.warnings:
+        reporter.warning(warning)
     return package
 
 

@@ -466,7 +466,8 @@ def make_s3_store(seaweedfs: SeaweedFS, tmp_path: Path):
     """In-process S3Store objects on the session server, each on a fresh prefix and spool."""
     import uuid
 
-    from anna_run.store.s3 import S3Config, S3Store
+    from anna_run.store.s3 import S3Store
+    from anna_run.store.s3_config import S3Config
 
     def make(server: SeaweedFS | None = None, prefix: str | None = None, **config: object) -> S3Store:
         server = server or seaweedfs
@@ -481,7 +482,7 @@ def make_s3_store(seaweedfs: SeaweedFS, tmp_path: Path):
         fields.update(config)
         spool = tmp_path / "spool" / uuid.uuid4().hex[:8]  # a spool of its own: another host
         store = S3Store(S3_BUCKET, prefix, S3Config(**fields), spool)
-        store.backoff = 0.05
+        store.bucket.backoff = 0.05
         return store
 
     return make

@@ -38,7 +38,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
     from ..report import MaskedReporter
     from ..request import masked_errors, prepare, with_run_id
     from ..run import queued_record, stage
-    from ..store.base import open_store
+    from ..store import open_store
 
     settings = host_settings()  # no broker named: a config error before anything else
     _check_queue(queue)

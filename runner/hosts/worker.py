@@ -90,7 +90,7 @@ def serve(queues: tuple[str, ...], concurrency: int, store: str | None) -> None:
     global _context
     from ..engine import connect
     from ..orphans import collect_garbage
-    from ..store.base import open_store
+    from ..store import open_store
 
     settings = host_settings()
     st = open_store(store)
@@ -234,7 +234,7 @@ def _claim(
 ) -> tuple[Store, Lease, RunRecord, int] | float | None:
     """Take the run for this delivery: (store, lease, the record to start from, attempt number);
     None when the run is final already; seconds to wait when a live host holds it."""
-    from ..store.base import open_store
+    from ..store import open_store
 
     settings = ctx.settings
     r = _redis(settings)

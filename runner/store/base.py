@@ -13,17 +13,13 @@ the same calls, so a run does not know which one it writes to:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..errors import ConfigError
 from ..record import RunRecord
-
-if TYPE_CHECKING:
-    from ..report import Reporter
 
 LOG_FILES = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}
 
@@ -99,35 +95,6 @@ class Store(Protocol):
     def sync(self) -> SyncReport:
         """Complete every pending upload; idempotent, safe while runs go on."""
         ...
-
-
-def default_store_location() -> str:
-    env = os.environ.get("ANNA_RUN_STORE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "anna-run")
-
-
-def open_store(location: str | None = None, *, reporter: Reporter | None = None) -> Store:
-    """Open the store named by ``--store``/``ANNA_RUN_STORE``, else the default directory.
-
-    No network here: an S3 store connects on first use. ``reporter`` hears about transfers.
-    Raises ConfigError for a malformed location or S3 setting.
-    """
-    location = location or default_store_location()
-    if location.startswith("s3://") or location.lower().startswith("s3:"):
-        from .s3 import open_s3_store
-
-        return open_s3_store(location, reporter=reporter)
-    if "://" in location:
-        raise ConfigError(
-            f"store {location!r}: not a directory path nor an s3:// URL",
-            hint="use a folder, or s3://bucket/prefix (MinIO or any S3 API)",
-        )
-    from .local import LocalStore
-
-    return LocalStore(Path(location).expanduser())
 
 
 def check_relpath(relpath: str) -> list[str]:

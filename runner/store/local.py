@@ -14,15 +14,13 @@ Layout (the S3 store mirrors it):
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigError, NotFound, StoreError
+from ..fsio import atomic_copy, atomic_write
 from ..record import RunRecord
 from .base import LOG_FILES, SyncReport, check_relpath
 
@@ -38,22 +36,6 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_project_created ON runs (project, created_at);
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
 """
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class LocalStore:
@@ -92,16 +74,9 @@ class LocalStore:
         dest = self.payload_path(sha256)
         if dest.exists():
             return dest
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                shutil.copyfileobj(inp, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            atomic_copy(src, dest, perms=0o600)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise StoreError(f"cannot store the payload in {dest.parent}: {exc.strerror or exc}") from exc
         return dest
 
@@ -112,7 +87,7 @@ class LocalStore:
     def save_record(self, record: RunRecord) -> RunRecord:
         text = record.to_json()
         try:
-            atomic_write(self.run_dir(record.id) / "run.json", text.encode())
+            atomic_write(self.run_dir(record.id) / "run.json", text, perms=0o600)
             self._index_put(record, text)
         except OSError as exc:
             raise StoreError(f"cannot write the run record to {self.root}: {exc.strerror or exc}") from exc

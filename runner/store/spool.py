@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreError
+from ..fsio import TEMP_PREFIX, atomic_write
 from ..record import RunRecord
-from .local import atomic_write
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Spool:
     # -- records -------------------------------------------------------------------------------
     def write_record(self, record: RunRecord) -> None:
         try:
-            atomic_write(self.run_dir(record.id) / "run.json", record.to_json().encode())
+            atomic_write(self.run_dir(record.id) / "run.json", record.to_json(), perms=0o600)
         except OSError as exc:
             raise StoreError(f"cannot write the run record to {self.root}: {exc.strerror or exc}") from exc
 
@@ -103,7 +103,7 @@ class Spool:
             for name in sorted(names):
                 path = here / name
                 relpath = path.relative_to(top).as_posix()
-                if here == top and (name == "run.json" or name.startswith(".tmp-")):
+                if here == top and (name == "run.json" or name.startswith(TEMP_PREFIX)):
                     continue  # the record goes last, on its own; temp files are half-written
                 st = path.lstat()
                 if path.is_symlink():

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from anna_run.errors import StoreError
 from anna_run.record import BlobRef, FileInfo, RunRecord
-from anna_run.store.s3 import MiB, S3Store, Unreachable
+from anna_run.store.s3 import S3Store
+from anna_run.store.s3_bucket import MiB, Unreachable
 from conftest import S3_ACCESS_KEY, S3_BUCKET, S3Env
 
 BB = "anna-run/busybox:latest"
@@ -201,12 +202,12 @@ def test_a_known_package_costs_no_upload_bytes(make_s3_store) -> None:
     path = store.packages_dir() / f"{sha(data)}.tar"
     path.write_bytes(data)
     store.publish_package(path, sha(data))
-    assert store.bytes_sent == len(data)
+    assert store.bucket.bytes_sent == len(data)
     other = make_s3_store(prefix=store.prefix)
     path2 = other.packages_dir() / f"{sha(data)}.tar"
     path2.write_bytes(data)
     other.publish_package(path2, sha(data))
-    assert other.bytes_sent == 0
+    assert other.bucket.bytes_sent == 0
 
 
 # -- verified, streamed, multipart -----------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_a_large_file_goes_multipart_streamed_and_checked(make_s3_store, seaweed
     reporter = Recorder()
     store = make_s3_store()
     store.reporter = reporter
-    store.part_size, store.parallel = 5 * MiB, 2
+    store.bucket.part_size, store.bucket.parallel = 5 * MiB, 2
     big = os.urandom(48 * MiB)
     record = final_run(store, "big-0001", {"big.bin": big})
     tracemalloc.start()
@@ -248,7 +249,7 @@ def test_a_corrupted_upload_is_detected_and_retried(make_s3_store, seaweedfs, mo
     from minio import Minio
 
     store = make_s3_store()
-    store.part_size = 5 * MiB
+    store.bucket.part_size = 5 * MiB
     data = os.urandom(size)
     record = final_run(store, "corrupt-01", {"model.bin": data})
     key = f"{store.prefix}/runs/corrupt-01/artifacts/model.bin"
@@ -267,7 +268,7 @@ def test_a_corrupted_upload_is_detected_and_retried(make_s3_store, seaweedfs, mo
     parts = -(-size // (5 * MiB))
     assert len(puts) == 2 * parts  # every part once more: the whole upload was redone
     assert object_bytes(seaweedfs, key) == data
-    assert 2 * size <= store.bytes_sent < 2 * size + 20_000  # twice the file, and the small files once
+    assert 2 * size <= store.bucket.bytes_sent < 2 * size + 20_000  # twice the file, and the small files once
 
 
 @pytest.mark.parametrize("bad", ["other-digest", "short", "no-metadata"])
@@ -284,14 +285,14 @@ def test_a_bad_object_already_in_the_store_is_replaced(make_s3_store, seaweedfs,
     path = store.packages_dir() / f"{digest}.tar"
     path.write_bytes(data)
     store.publish_package(path, digest)
-    assert store.bytes_sent == len(data)
+    assert store.bucket.bytes_sent == len(data)
     assert object_bytes(seaweedfs, key) == data
 
 
 def test_transient_failures_are_retried_with_backoff(make_s3_store, proxy: Proxy) -> None:
     """Real network faults: the first two connections are closed as they open."""
     store = make_s3_store(endpoint=f"127.0.0.1:{proxy.port}", attempts=4)
-    store.backoff = 0.2
+    store.bucket.backoff = 0.2
     proxy.drop_next = 2
     data = b"x" * 1000
     path = store.packages_dir() / f"{sha(data)}.tar"
@@ -299,14 +300,14 @@ def test_transient_failures_are_retried_with_backoff(make_s3_store, proxy: Proxy
     started = time.monotonic()
     store.publish_package(path, sha(data))
     assert time.monotonic() - started >= 0.2 + 0.4 - 0.05  # waited: 0.2 s, then 0.4 s
-    assert proxy.drop_next == 0 and store.bytes_sent == len(data)
+    assert proxy.drop_next == 0 and store.bucket.bytes_sent == len(data)
 
 
 def test_a_connection_cut_mid_upload_loses_nothing(make_s3_store, proxy: Proxy, tmp_path: Path) -> None:
     reporter = Recorder()
     store = make_s3_store(endpoint=f"127.0.0.1:{proxy.port}", attempts=2)
     store.reporter = reporter
-    store.part_size = 5 * MiB
+    store.bucket.part_size = 5 * MiB
     big = os.urandom(20 * MiB)
     record = final_run(store, "cut-0001", {"w/big.bin": big, "small.txt": b"small"})
     proxy.cut_at = proxy.sent + 8 * MiB
@@ -450,7 +451,7 @@ def test_listing_1000_runs_is_fast(seaweedfs, make_s3_store, tmp_path: Path) -> 
 
     def put(record: RunRecord) -> None:
         body = record.to_json().encode()
-        for key in (f"{store.prefix}/runs/{record.id}/run.json", store._index_key(record)):
+        for key in (f"{store.prefix}/runs/{record.id}/run.json", store.index_key(record)):
             client.put_object(S3_BUCKET, key, io.BytesIO(body), len(body), metadata={"sha256": sha(body)})
 
     with ThreadPoolExecutor(8) as pool:  # minio's default pool keeps 10 connections

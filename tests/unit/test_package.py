@@ -246,7 +246,7 @@ def test_dangling_symlink_is_packed(tmp_path: Path) -> None:
     assert by_name["dangling"].linkname == "nowhere/at/all"
 
 
-def test_sockets_and_fifos_are_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_sockets_and_fifos_are_skipped_not_fatal(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "p", {"a.txt": "a"})
     os.mkfifo(root / "fifo")
     sock = socket.socket(socket.AF_UNIX)
@@ -255,10 +255,24 @@ def test_sockets_and_fifos_are_skipped_not_fatal(tmp_path: Path, caplog: pytest.
         skipped: list[str] = []
         assert names(root, skipped=skipped) == ["a.txt"]
         assert sorted(skipped) == ["fifo", "sock"]
-        assert member_names(build_package(root, tmp_path / "pk")) == ["a.txt"]
-        assert "fifo" in caplog.text
+        pkg = build_package(root, tmp_path / "pk")
+        assert member_names(pkg) == ["a.txt"]
+        assert pkg.skipped == ("fifo", "sock")
+        assert pkg.warnings == (
+            "not in the code package: fifo (not a file, folder or symlink: a socket, FIFO or device)",
+            "not in the code package: sock (not a file, folder or symlink: a socket, FIFO or device)",
+        )
     finally:
         sock.close()
+
+
+def test_a_symlink_out_of_the_project_is_left_out_with_one_warning(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "p", {"a.txt": "a"})
+    (root / "up").symlink_to("../elsewhere")
+    pkg = build_package(root, tmp_path / "pk", cache_file=tmp_path / "cache.json")
+    assert member_names(pkg) == ["a.txt"]
+    assert pkg.warnings == ("not in the code package: up (a symlink out of the project, to ../elsewhere)",)
+    assert build_package(root, tmp_path / "pk", cache_file=tmp_path / "cache.json").warnings == pkg.warnings
 
 
 # --------------------------------------------------------------------------- selection
@@ -597,6 +611,7 @@ def test_cache_file_that_cannot_be_written_is_not_fatal(tmp_path: Path, settled:
     blocker.write_text("")
     pkg = build_package(root, tmp_path / "pk", cache_file=blocker / "cache.json")
     assert pkg.path.is_file() and not pkg.reused
+    assert len(pkg.warnings) == 1 and pkg.warnings[0].startswith(f"cannot update the package cache {blocker}")
 
 
 def test_cache_keeps_only_the_latest_trees(tmp_path: Path, settled: None) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from anna_run.errors import NotFound, StoreError
+from anna_run.fsio import atomic_write
 from anna_run.record import BlobRef, CommandResult, RunRecord
-from anna_run.store.local import LocalStore, atomic_write
+from anna_run.store.local import LocalStore
 
 
 def rec(run_id: str, created: str = "2024-01-01T00:00:00.000Z", **kw: object) -> RunRecord:
@@ -164,24 +165,6 @@ def test_listed_records_are_whole(store: LocalStore) -> None:
 
 
 # -- files -----------------------------------------------------------------------------------------
-
-
-def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "file.json"
-    atomic_write(target, b"one")
-    atomic_write(target, b"two")
-    assert target.read_bytes() == b"two"
-    assert list((tmp_path / "sub").iterdir()) == [target]
-
-
-def test_atomic_write_failure_cleans_up(tmp_path: Path) -> None:
-    target = tmp_path / "is-a-dir"
-    target.mkdir()
-    (target / "inside").write_text("keep")
-    with pytest.raises(OSError):
-        atomic_write(target, b"data")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["is-a-dir"]
-    assert (target / "inside").read_text() == "keep"
 
 
 def test_save_record_leaves_no_temp_files(store: LocalStore) -> None:
