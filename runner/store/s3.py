@@ -41,7 +41,7 @@ from .s3_config import S3Config, parse_s3_url, s3_config
 from .spool import Spool, SpoolFile, read_local, spool_root
 
 if TYPE_CHECKING:
-    from ..progress import Reporter
+    from ..report import Reporter
 
 _RUN_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _SAFE_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -71,7 +71,7 @@ class S3Store:
     def __init__(
         self, bucket: str, prefix: str, config: S3Config, spool_dir: Path, *, reporter: Reporter | None = None
     ) -> None:
-        from ..progress import SilentReporter
+        from ..report import SilentReporter
 
         self.bucket = Bucket(bucket, config)
         self.prefix = prefix
