@@ -5,6 +5,7 @@ files over 10 MB. Every problem is a ConfigError naming the file, line and colum
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,35 @@ def compose_file(file: Path) -> Node | None:
     Raises ConfigError, with file:line:col where there is one, when the file cannot be read,
     is too big, is not UTF-8 or not YAML, or when its aliases, nesting or keys are refused.
     """
-    return _compose(_read_text(file), str(file))
+    text = _read_text(file)
+    _refuse_deep_flow(text, str(file))
+    return _compose(text, str(file))
+
+
+# More flow openers in a row than the nesting allows: PyYAML's scanner would read all of them
+# (a possible simple key each) before the composer could count a single level, which costs
+# about a second for 100,000 brackets. Only a file with such a run is scanned by the regexes
+# below; any other file goes to the loader untouched.
+_OPENERS_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % (MAX_DEPTH + 1))
+_FLOW_TOKEN = re.compile(r"""[\[\]{}]|"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|(?:^|(?<=[ \t]))#[^\n]*""", re.MULTILINE)
+
+
+def _refuse_deep_flow(text: str, file: str) -> None:
+    """Refuse flow collections ([ ], { }) nested deeper than MAX_DEPTH, counted outside quoted
+    strings and comments, without running the YAML scanner over them."""
+    if not _OPENERS_RUN.search(text):
+        return
+    depth = 0
+    for found in _FLOW_TOKEN.finditer(text):
+        token = found.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                pos = found.start()
+                line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+                raise ConfigError(f"nesting is deeper than {MAX_DEPTH} levels", file=file, line=line, column=column)
+        elif token in ("]", "}"):
+            depth = max(0, depth - 1)
 
 
 class _Loader(yaml.SafeLoader):

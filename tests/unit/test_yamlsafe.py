@@ -70,6 +70,21 @@ def test_deep_nesting_refused(write) -> None:
     assert err.line == 3
 
 
+def test_a_hundred_thousand_brackets_refused_before_the_scanner_reads_them(write) -> None:
+    path = write("a:\n  job: [x]\nb: " + "[ " * 100_000 + "]" * 100_000 + "\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="nesting is deeper than 64 levels") as info:
+        load_project(path)
+    assert time.perf_counter() - started < 0.2  # the scanner alone takes about half a second
+    assert (info.value.line, info.value.column) == (3, 4 + 64 * 2)  # the 65th bracket
+
+
+def test_brackets_in_quotes_and_comments_are_no_nesting(write) -> None:
+    brackets = "[" * 100
+    text = f"a:\n  job: ['echo \"{brackets}\"']  # {{{{{{{{{brackets}\n  description: \"{brackets}\"\n"
+    assert load(write, text).job("a").commands == (f'echo "{brackets}"',)
+
+
 def test_deep_block_nesting_refused(write) -> None:
     text = "".join("  " * depth + f"k{depth}:\n" for depth in range(100)) + "  " * 100 + "v\n"
     assert "nesting is deeper than 64" in str(error(write, text))
