@@ -35,7 +35,7 @@ def compose_file(file: Path) -> Node | None:
 # (a possible simple key each) before the composer could count a single level, which costs
 # about a second for 100,000 brackets. Only a file with such a run is scanned by the regexes
 # below; any other file goes to the loader untouched.
-_OPENERS_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % (MAX_DEPTH + 1))
+_OPENERS_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){" + str(MAX_DEPTH + 1) + "}")
 _FLOW_TOKEN = re.compile(r"""[\[\]{}]|"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|(?:^|(?<=[ \t]))#[^\n]*""", re.MULTILINE)
 
 

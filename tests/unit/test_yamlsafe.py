@@ -81,7 +81,7 @@ def test_a_hundred_thousand_brackets_refused_before_the_scanner_reads_them(write
 
 def test_brackets_in_quotes_and_comments_are_no_nesting(write) -> None:
     brackets = "[" * 100
-    text = f"a:\n  job: ['echo \"{brackets}\"']  # {{{{{{{{{brackets}\n  description: \"{brackets}\"\n"
+    text = f'a:\n  job: [\'echo "{brackets}"\']  # {{{{{{{{{brackets}\n  description: "{brackets}"\n'
     assert load(write, text).job("a").commands == (f'echo "{brackets}"',)
 
 
