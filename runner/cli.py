@@ -262,14 +262,13 @@ def _detach(request) -> None:
     if payload == "-" and prepared.payload_file is not None:
         payload = str(prepared.payload_file)  # the child removes this copy of stdin when done
     store = open_store(request.store)
-    run_dir = store.run_dir(request.run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    files = store.run_files(request.run_id)
     store.save_record(queued_record(prepared))
     fields = {
         "request": replace(request, payload=payload).to_json(),
         "temp_payload": str(prepared.payload_file) if request.payload == "-" else None,
     }
-    with open(run_dir / "runner.log", "ab") as log:
+    with files.open_runner_log() as log:
         # The request (secrets included) goes through a pipe, not the environment or argv,
         # where other processes could read it.
         child = subprocess.Popen(

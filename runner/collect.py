@@ -14,17 +14,20 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import StoreError
 from .fsio import AtomicFile
 from .record import FileInfo
 from .sandbox import IterStream, Sandbox, is_dir, is_symlink
 from .script import WORKDIR
+
+if TYPE_CHECKING:
+    from .store.base import RunFiles
 
 MAX_LINK_HOPS = 40
 CHUNK = 1 << 20
@@ -49,13 +52,13 @@ class Refused(Exception):
 
 def collect(
     sandbox: Sandbox,
-    run_dir: Path,
+    files: RunFiles,
     *,
     result: str | None,
     artifacts: tuple[str, ...],
     progress: Callable[[int], None] | None = None,
 ) -> Collected:
-    """Copy the declared outputs into ``run_dir`` (``result/``, ``artifacts/``).
+    """Copy the declared outputs into the run's files (its ``result`` and ``artifacts``).
 
     All or nothing: when the copy cannot finish (the store is full or read-only, the engine
     went away, Ctrl-C), what was written is removed again and the error raised, so the store
@@ -64,17 +67,16 @@ def collect(
     out = Collected()
     try:
         if result:
-            _collect_result(sandbox, run_dir / "result", result, out, progress)
+            _collect_result(sandbox, files.output_folder("result"), result, out, progress)
         for pattern in artifacts:
             if GLOB_CHARS.search(pattern):
-                _collect_glob(sandbox, run_dir / "artifacts", pattern, out, progress)
+                _collect_glob(sandbox, files.output_folder("artifacts"), pattern, out, progress)
             else:
-                _collect_path(sandbox, run_dir / "artifacts", pattern, out, progress)
+                _collect_path(sandbox, files.output_folder("artifacts"), pattern, out, progress)
     except BaseException as exc:
-        for sub in ("result", "artifacts"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        files.discard_outputs()
         if isinstance(exc, OSError):  # the engine's read errors arrive as EngineError, so this is ours
-            raise StoreError(f"cannot write the run's outputs into {run_dir}: {exc.strerror or exc}") from None
+            raise StoreError(f"cannot write the run's outputs into {files.where}: {exc.strerror or exc}") from None
         raise
     out.artifacts.sort(key=lambda f: f.path)
     return out

@@ -6,11 +6,14 @@ import codecs
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import StoreError
 from .report import Reporter
 from .variables import Masker
+
+if TYPE_CHECKING:
+    from .store.base import RunFiles
 
 DEFAULT_LOG_LIMIT = 64 << 20
 
@@ -27,10 +30,10 @@ class LogSink:
     is shown or written; keeps stdout and stderr apart and a combined log in arrival order."""
 
     def __init__(
-        self, run_dir: Path, new_masker: Callable[[], Masker], reporter: Reporter, limit: int | None = None
+        self, files: RunFiles, new_masker: Callable[[], Masker], reporter: Reporter, limit: int | None = None
     ) -> None:
         self.reporter = reporter
-        self.run_dir = run_dir
+        self.where = files.where
         self.limit = log_limit() if limit is None else limit
         self.truncated = False
         self.error: OSError | None = None  # the first failure to write the stored log (store full, ...)
@@ -39,13 +42,9 @@ class LogSink:
         self._lock = threading.Lock()
         # Open for the run's whole life, closed by close(); a `with` block cannot span that.
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self._files = {
-                name: open(run_dir / file, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-                for name, file in (("log", "log.txt"), ("stdout", "stdout.log"), ("stderr", "stderr.log"))
-            }
+            self._files = {stream: files.open_log(stream) for stream in ("log", "stdout", "stderr")}
         except OSError as exc:
-            raise StoreError(f"cannot write the run's log into {run_dir}: {exc.strerror or exc}") from None
+            raise StoreError(f"cannot write the run's log into {self.where}: {exc.strerror or exc}") from None
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
         self._maskers = {s: new_masker() for s in ("stdout", "stderr")}  # one stream state each
 
@@ -65,7 +64,7 @@ class LogSink:
         """Raise StoreError when the stored log could not be written (the live output went on)."""
         if self.error is not None:
             reason = self.error.strerror or self.error
-            raise StoreError(f"cannot write the run's log into {self.run_dir}: {reason}")
+            raise StoreError(f"cannot write the run's log into {self.where}: {reason}")
 
     def close(self) -> None:
         """Flush what the maskers hold back and close the files; safe to call twice."""

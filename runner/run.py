@@ -115,7 +115,7 @@ class Recorder:
             # A full store: stdout.log and stderr.log repeat log.txt; without them the record fits,
             # and says how the run ended instead of staying "running".
             full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
-            if full and _drop_log_copies(self.store.run_dir(record.id)):
+            if full and self.store.run_files(record.id).drop_log_copies():
                 with contextlib.suppress(AnnaRunError):
                     return self.save(final)
         return final
@@ -173,7 +173,7 @@ def _image(prepared: PreparedRun, api, store: Store, rendered: Rendered, variabl
             build_args={name: values[name] for name in settings.build_args},
             labels={"io.anna-run.project": prepared.project_id},
             reporter=reporter,
-            cache_file=store.cache_dir() / f"build-{prepared.project_id}.json",
+            cache_file=store.cache_file(f"build-{prepared.project_id}.json"),
         )
     credentials = None
     if rendered.credentials:
@@ -184,18 +184,13 @@ def _image(prepared: PreparedRun, api, store: Store, rendered: Rendered, variabl
 
 
 def _package(prepared: PreparedRun, store: Store, reporter: Reporter) -> Package:
-    from .package import build_package
 
     if prepared.pinned_package is not None:
         return prepared.pinned_package
     reporter.step_started("package", str(prepared.project.root))
-    root = prepared.project.root
-    store_root = store.local_root  # the store's folder, or an S3 store's spool
-    package = build_package(
-        root,
-        store.packages_dir(),
-        cache_file=store.cache_dir() / f"stat-{prepared.project_id}.json",
-        exclude=[store_root],
+    package = store.pack(
+        prepared.project.root,
+        cache_key=prepared.project_id,
         progress=lambda done, total: reporter.bytes_done("package", done, total),
     )
     detail = f"{package.files} files, {package.size / 1e6:.1f} MB{' (unchanged)' if package.reused else ''}"
@@ -321,8 +316,8 @@ def _in_sandbox(
         payload=prepared.payload is not None,
         volumes=_cache_volumes(api, prepared),
     )
-    run_dir = recorder.store.run_dir(record.id)
-    sink = LogSink(run_dir, prepared.variables.masker, reporter)
+    files = recorder.store.run_files(record.id)
+    sink = LogSink(files, prepared.variables.masker, reporter)
     started = time.monotonic()
     try:
         with Sandbox(api, spec, keep=prepared.request.keep) as sandbox:
@@ -344,7 +339,7 @@ def _in_sandbox(
             collected = None
             if not outcome.cancelled:
                 reporter.step_started("collect", "result and artifacts")
-                collected = collect(sandbox, run_dir, result=rendered.result, artifacts=rendered.artifacts)
+                collected = collect(sandbox, files, result=rendered.result, artifacts=rendered.artifacts)
                 reporter.step_done("collect", f"{len(collected.artifacts)} artifact file(s)")
     finally:
         sink.close()
@@ -388,15 +383,6 @@ def verdict(outcome, collected, rendered: Rendered, settings: Settings) -> tuple
     if rendered.result and collected.result_missing:
         return "failed", f"result missing: {rendered.result}", 0
     return "succeeded", None, 0
-
-
-def _drop_log_copies(run_dir: Path) -> bool:
-    dropped = False
-    for name in ("stdout.log", "stderr.log"):
-        with contextlib.suppress(OSError):
-            (run_dir / name).unlink()
-            dropped = True
-    return dropped
 
 
 def _cache_volumes(api, prepared: PreparedRun) -> tuple[tuple[str, str], ...]:

@@ -4,22 +4,29 @@ Two implementations share the layout (SPEC §4): ``LocalStore`` (a directory wit
 index) and ``S3Store`` (a bucket and prefix, with a local spool). Every writer goes through
 the same calls, so a run does not know which one it writes to:
 
-* ``run_dir(id)`` is a local folder the run writes its log, result and artifacts into (the
-  final place for a directory store, the spool for S3);
+* ``run_files(id)`` gives the writers of a run's files (its logs, result and artifacts): they
+  land in the final place for a directory store, in the spool for S3;
+* ``pack(root, ...)`` builds a project's code package into the store (``cache_file`` keeps the
+  stat and build caches);
 * ``save_record`` publishes: for a final record, S3 uploads the run's files, then the record
   (last, so a reader never sees a record naming files that are not there yet);
-* content-addressed blobs: ``packages_dir()`` / ``publish_package`` and ``add_payload``.
+* content-addressed blobs: ``pack`` / ``publish_package`` and ``add_payload``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ..errors import ConfigError
 from ..record import RunRecord
+
+if TYPE_CHECKING:
+    from ..package import Package
 
 LOG_FILES = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}
 
@@ -32,6 +39,55 @@ class SyncReport:
     uploaded: tuple[str, ...] = ()
     pending: tuple[tuple[str, str], ...] = ()
     running: tuple[str, ...] = ()
+
+
+OUTPUT_FOLDERS = ("result", "artifacts")
+RUNNER_LOG = "runner.log"  # a detached run's own output (`run --detach`)
+
+
+class RunFiles:
+    """The files of one run, as the steps write them: the logs, the outputs, a detached run's
+    own log. The folder is the store's business (its final place, or the S3 spool that
+    ``save_record`` uploads from); no step builds a path into it."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    @property
+    def where(self) -> str:
+        """The folder, for messages."""
+        return str(self._folder)
+
+    def open_log(self, stream: str) -> IO[str]:
+        """A text writer for ``stream`` (log, stdout or stderr), truncated."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return open(self._folder / LOG_FILES[stream], "w", encoding="utf-8", errors="replace")
+
+    def output_folder(self, kind: str) -> Path:
+        """Where ``collect`` extracts the run's ``result`` or ``artifacts`` (its own safe writer)."""
+        if kind not in OUTPUT_FOLDERS:
+            raise ValueError(f"no output folder {kind!r}")
+        return self._folder / kind
+
+    def discard_outputs(self) -> None:
+        """Remove what collecting wrote (the store could not take it all)."""
+        for kind in OUTPUT_FOLDERS:
+            shutil.rmtree(self._folder / kind, ignore_errors=True)
+
+    def drop_log_copies(self) -> bool:
+        """Remove stdout.log and stderr.log (log.txt holds both): room for the final record in a
+        full store. True when something was removed."""
+        dropped = False
+        for stream in ("stdout", "stderr"):
+            with contextlib.suppress(OSError):
+                (self._folder / LOG_FILES[stream]).unlink()
+                dropped = True
+        return dropped
+
+    def open_runner_log(self) -> IO[bytes]:
+        """A detached run's own output, appended."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return open(self._folder / RUNNER_LOG, "ab")
 
 
 class Store(Protocol):
@@ -47,6 +103,15 @@ class Store(Protocol):
 
     # -- blobs, by content ---------------------------------------------------------------------
     def packages_dir(self) -> Path: ...
+    def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
+        """The code package of the project at ``root``, built into the store (an unchanged tree
+        is recognised by its stat cache, ``cache_key``'s, and not read again)."""
+        ...
+
+    def cache_file(self, name: str) -> Path:
+        """A cache file of the store's own (build and stat caches), by name."""
+        ...
+
     def package_path(self, sha256: str) -> Path:
         """The local file of a package (fetched from a remote store when only it has it)."""
         ...
@@ -62,6 +127,10 @@ class Store(Protocol):
 
     # -- runs ----------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path: ...
+    def run_files(self, run_id: str) -> RunFiles:
+        """The writers of the run's files (logs, outputs)."""
+        ...
+
     def save_record(self, record: RunRecord) -> RunRecord:
         """Store ``record``; returns it as stored (``upload="pending"`` when S3 could not take it)."""
         ...

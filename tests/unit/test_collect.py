@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from anna_run.collect import Collected, clean_relpath, collect, glob_to_regex, member_path
 from anna_run.sandbox import GO_MODE_DIR
+from anna_run.store.base import RunFiles
 
 
 def matches(pattern: str, path: str) -> bool:
@@ -216,7 +217,7 @@ def test_top_level_glob_collects_without_refusing_anything(tmp_path: Path) -> No
     (workspace / "a.log").write_text("a")
     (workspace / "sub" / "b.log").write_text("b")
     (workspace / "c.txt").write_text("c")
-    out = collect(_Workspace(workspace), tmp_path / "run", result=None, artifacts=("*.log",))  # type: ignore[arg-type]
+    out = collect(_Workspace(workspace), RunFiles(tmp_path / "run"), result=None, artifacts=("*.log",))  # type: ignore[arg-type]
     assert [a.path for a in out.artifacts] == ["a.log"]
     assert (tmp_path / "run" / "artifacts" / "a.log").read_text() == "a"
     assert out.missing == []

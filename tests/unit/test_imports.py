@@ -137,3 +137,19 @@ def test_unique_test_basenames() -> None:
     tests = Path(__file__).resolve().parents[1]
     names = [path.name for path in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+STORE_FOLDERS = ("run_dir", "packages_dir", "cache_dir", "local_root")
+
+
+def test_steps_reach_the_store_through_its_interface_not_its_folders() -> None:
+    """Outside store/, a run's files are written through RunFiles and packages made by
+    Store.pack: nobody builds a path into the store's folders."""
+    offences = [
+        f"{name}: .{node.attr}"
+        for name in MODULES
+        if not name.startswith("anna_run.store")
+        for node in ast.walk(_tree(name))
+        if isinstance(node, ast.Attribute) and node.attr in STORE_FOLDERS
+    ]
+    assert offences == []

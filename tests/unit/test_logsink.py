@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from anna_run.logsink import DEFAULT_LOG_LIMIT, LogSink, log_limit
 from anna_run.report import SilentReporter
+from anna_run.store.base import RunFiles
 from anna_run.variables import Masker
 
 SECRET = "supersecret"
@@ -16,7 +17,7 @@ SECRET = "supersecret"
 def make_sink(tmp_path: Path, limit: int | None = None) -> tuple[LogSink, SilentReporter, Path]:
     reporter = SilentReporter()
     run_dir = tmp_path / "run"
-    sink = LogSink(run_dir, lambda: Masker([SECRET]), reporter, limit=limit)
+    sink = LogSink(RunFiles(run_dir), lambda: Masker([SECRET]), reporter, limit=limit)
     return sink, reporter, run_dir
 
 
@@ -272,7 +273,7 @@ def test_a_reader_that_goes_away_stops_the_live_output_only(tmp_path: Path) -> N
             super().log_line(stream, text)
 
     reporter = GoneReporter()
-    sink = LogSink(tmp_path / "run", lambda: Masker([SECRET]), reporter)
+    sink = LogSink(RunFiles(tmp_path / "run"), lambda: Masker([SECRET]), reporter)
     sink.write("stdout", b"one\n")
     sink.write("stderr", b"err\n")
     sink.write("stdout", b"two\n")
