@@ -11,6 +11,7 @@ import time
 
 import pytest
 from anna_run.collect import BACKGROUND_MIN
+from anna_run.fsio import TEMP_PREFIX
 from conftest import project_label
 
 from .support import (
@@ -284,7 +285,7 @@ def test_ctrl_c_while_collecting(env, busybox, ours, case):
           output: {{result: out/a.txt, artifact: [out/]}}
         """)
     before = ours()
-    parts = str(env.store / "runs" / "*" / "artifacts" / "out" / ".anna-run-*.part")
+    parts = str(env.store / "runs" / "*" / "artifacts" / "out" / f"{TEMP_PREFIX}*")  # a file half written
     got = interrupt(env, "art", "--network", "none", when=lambda lines: bool(glob.glob(parts)))
     _cancelled_cleanly(env, ours, before, got, case.exit)
     record = _one_record(env)
