@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import AnnaRunError, Cancelled, ConfigError, NotFound, StoreError
+from ..fsio import atomic_copy
 from ..record import RunRecord, now_iso
 from .celery_app import TASK, HostSettings, host_key, host_settings, make_app, redis_client, redis_errors, run_key
 from .lease import FINAL_TTL, Heartbeat, Lease, LeasedStore, is_final
@@ -439,15 +440,7 @@ def _copy_verified(src: Path, dest: Path, sha256: str) -> None:
         return
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_copy(src, dest, perms=0o600)
 
 
 def _sha256(path: Path) -> str:
