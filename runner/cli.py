@@ -59,6 +59,7 @@ CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")]
 GpusOpt = Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")]
 NetworkOpt = Annotated[str | None, typer.Option("--network", help="bridge or none.")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="Run as uid[:gid] or name[:group] (default: the image's).")]
 KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="A name for the run.")]
@@ -188,6 +189,7 @@ def run_cmd(
     memory: MemoryOpt = None,
     gpus: GpusOpt = None,
     network: NetworkOpt = None,
+    user: UserOpt = None,
     keep: KeepOpt = False,
     no_cache: NoCacheOpt = False,
     name: NameOpt = None,
@@ -321,6 +323,7 @@ def _run_request(options: dict[str, Any]):
         memory=options["memory"],
         gpus=options["gpus"],
         network=options["network"],
+        user=options["user"],
         keep=options["keep"],
         no_cache=options["no_cache"],
         name=options["name"],
@@ -649,6 +652,7 @@ def submit_cmd(
     memory: MemoryOpt = None,
     gpus: GpusOpt = None,
     network: NetworkOpt = None,
+    user: UserOpt = None,
     keep: KeepOpt = False,
     no_cache: NoCacheOpt = False,
     name: NameOpt = None,

@@ -27,7 +27,7 @@ import re
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -569,3 +569,28 @@ def _save_cache(path: Path, cache: dict[str, str], key: str, sha: str) -> str | 
         # Only an optimisation: the package itself is written, the next build walks again.
         return f"cannot update the package cache {path}: {e.strerror or e}"
     return None
+
+
+def owned_copy(path: Path, *, uid: int, gid: int, prefix: str, before: bytes = b"") -> Iterator[bytes]:
+    """The package at ``path`` as a tar stream whose members live under ``prefix/`` (a folder
+    entry first) and belong to ``uid:gid``: the job's user owns its copy of the code, whoever it
+    is, with no chown in the container. ``before``: tar members sent first (no end blocks).
+    Streamed: headers are rewritten, contents copied in 1 MiB chunks."""
+    yield before
+    top = tarfile.TarInfo(prefix)
+    top.type, top.mode, top.uid, top.gid, top.mtime = tarfile.DIRTYPE, 0o755, uid, gid, 946684800
+    yield top.tobuf(format=tarfile.PAX_FORMAT)
+    with tarfile.open(path) as tar:
+        for member in tar:
+            member.name = f"{prefix}/{member.name}"
+            if member.islnk():  # a hard link names its target by its path in the archive
+                member.linkname = f"{prefix}/{member.linkname}"
+            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
+            yield member.tobuf(format=tarfile.PAX_FORMAT)
+            if member.isreg() and member.size:
+                source = tar.extractfile(member)
+                assert source is not None
+                while chunk := source.read(1 << 20):
+                    yield chunk
+                yield b"\0" * ((512 - member.size % 512) % 512)
+    yield b"\0" * 1024

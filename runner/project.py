@@ -34,10 +34,12 @@ PULL_POLICIES = ("if-not-present", "always", "never")
 PROJECT_FILE_NAMES = ("askanna.yml", "askanna.yaml")
 JOB_KEYS = (
     "job", "output", "environment", "timeout", "resources", "network",
-    "cache", "timezone", "schedule", "notifications", "description",
+    "cache", "timezone", "schedule", "notifications", "description", "user",
 )  # fmt: skip
 
 _T = "tag:yaml.org,2002:"
+# uid[:gid] or name[:group], as `docker run --user` takes them (names as useradd allows).
+USER_SPEC = re.compile(r"(?:\d{1,10}|[a-z_][a-z0-9_.-]{0,31}\$?)(?::(?:\d{1,10}|[a-z_][a-z0-9_.-]{0,31}))?")
 _V = TypeVar("_V")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEMPLATE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}|\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
@@ -92,6 +94,7 @@ class Job:
     timezone: str | None = None
     schedule: tuple[str, ...] = ()  # "m h d M w" cron strings, or aliases such as "@daily"
     notifications: Notifications | None = None
+    user: str | None = None  # uid[:gid] or name[:group]; None: the image's own USER
     line: int = 0  # 1-based line of the job's key in the file
 
 
@@ -414,6 +417,7 @@ class _Walker:
             timezone=_maybe(get("timezone"), self.timezone),
             schedule=self.schedule(get("schedule")),
             notifications=_maybe(get("notifications"), lambda n: self.notifications(n, "notifications")),
+            user=_maybe(get("user"), self.user),
             line=key.start_mark.line + 1,
         )
 
@@ -512,6 +516,14 @@ class _Walker:
         if network not in ("bridge", "none"):
             raise self.error(f"network must be bridge or none, not {network!r}", node)
         return network
+
+    def user(self, node: Node) -> str:
+        text = node.value if isinstance(node, ScalarNode) else None
+        if not isinstance(text, str) or USER_SPEC.fullmatch(text.strip()) is None:
+            hint = 'a uid, uid:gid, a name or name:group, e.g. user: "1000:1000"'
+            shown = _kind(node) if text is None else repr(text)
+            raise self.error(f"user must be a user of the image, not {shown}", node, hint)
+        return text.strip()
 
     def cache_path(self, path: str, node: Node) -> str:
         problem = None
@@ -686,6 +698,7 @@ def json_schema() -> dict[str, Any]:
         "schedule": ("Cron strings, @daily-style aliases or mappings.", {"anyOf": [entry, {"items": entry}]}),
         "notifications": ("Who is emailed about runs.", {"$ref": "#/$defs/notifications"}),
         "description": ("Free text.", text),
+        "user": ("The user the job runs as: uid[:gid] or name[:group]; default the image's USER.", text),
     }
     recipients = _object({"email": texts}, additionalProperties=False)
     credentials = _object({"username": text, "password": text}, required=["username", "password"])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import AnnaRunError, Cancelled, ConfigError
 from .ids import new_suuid, suuid_from_digest
 from .payload import PayloadInfo, read_payload
-from .project import Job, Project, check_relative_path, find_project_file, load_project
+from .project import USER_SPEC, Job, Project, check_relative_path, find_project_file, load_project
 from .units import parse_duration, parse_memory
 from .variables import (
     Masker,
@@ -74,6 +74,7 @@ class RunRequest:
     memory: str | None = None
     gpus: str | None = None
     network: str | None = None
+    user: str | None = None  # uid[:gid] or name[:group]; None: the job's user:, else the image's
     keep: bool = False
     name: str | None = None
     description: str | None = None
@@ -119,6 +120,7 @@ class Settings:
     cache: tuple[str, ...]  # container paths kept in the project's cache volumes; () with --no-cache
     build: str | None = None  # environment.build, when the image is built from the project
     build_args: tuple[str, ...] = ()
+    user: str | None = None  # as given (--user, then the job's user:); None: the image's own USER
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,9 @@ def settings_for(request: RunRequest, project: Project, job: Job) -> Settings:
     gpus: int | str | None = job.resources.gpus
     if request.gpus is not None:
         gpus = request.gpus if request.gpus == "all" else _int_option(request.gpus, "--gpus")
+    user = request.user.strip() if request.user is not None else job.user
+    if user is not None and USER_SPEC.fullmatch(user) is None:
+        raise ConfigError(f"--user {user!r}: give uid[:gid] or name[:group], e.g. --user 1000:1000")
     image = request.image or env.image or ""
     build = None if request.image else env.build
     cache = () if request.no_cache else tuple(dict.fromkeys((*DEFAULT_CACHE, *job.cache)))
@@ -375,6 +380,7 @@ def settings_for(request: RunRequest, project: Project, job: Job) -> Settings:
         cache=cache,
         build=build,
         build_args=env.build_args if build else (),
+        user=user,
     )
 
 

@@ -77,6 +77,7 @@ def rerun_request(
         memory=str(s["memory"]) if s.get("memory") else None,
         gpus=str(s["gpus"]) if s.get("gpus") is not None else None,
         network=s.get("network") or "bridge",
+        user=s.get("user"),
         keep=keep,
         name=original.name,
         description=original.description,

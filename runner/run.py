@@ -25,9 +25,20 @@ from .ids import suuid_from_digest
 from .orphans import runner_identity
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .report import MaskedReporter, Reporter
-from .request import FromStore, PreparedRun, Rendered, RunRequest, Settings, masked_errors, prepare, render_outputs
+from .request import (
+    DEFAULT_CACHE,
+    FromStore,
+    PreparedRun,
+    Rendered,
+    RunRequest,
+    Settings,
+    masked_errors,
+    prepare,
+    render_outputs,
+)
 from .store import open_store
 from .store.base import Store
+from .users import FALLBACK_HOME, ROOT, User, resolve_user
 from .variables import PAYLOAD_PATH, Masker, Variables
 
 if TYPE_CHECKING:
@@ -134,8 +145,11 @@ def execute(prepared: PreparedRun, engine, store: Store, reporter: Reporter) -> 
             staged = stage(prepared, store, reporter)
             rendered = render_outputs(prepared, staged.variables)
             image = _image(prepared, engine, store, rendered, staged.variables, reporter)
-            record = recorder.save(first_record(prepared, staged, image, rendered))
-            record = _in_sandbox(prepared, engine, recorder, record, staged, rendered, reporter)
+            user = resolve_user(
+                engine, image.id or rendered.image, prepared.settings.user, store.cache_file("users.json")
+            )
+            record = recorder.save(first_record(prepared, staged, image, rendered, user))
+            record = _in_sandbox(prepared, engine, recorder, record, staged, rendered, user, reporter)
     except KeyboardInterrupt:
         if record is not None:
             record = recorder.finish(record, status="cancelled", reason="cancelled by the user")
@@ -200,7 +214,9 @@ def _package(prepared: PreparedRun, store: Store, reporter: Reporter) -> Package
     return package
 
 
-def first_record(prepared: PreparedRun, staged: Staged, image: ImageInfo, rendered: Rendered) -> RunRecord:
+def first_record(
+    prepared: PreparedRun, staged: Staged, image: ImageInfo, rendered: Rendered, user: User = ROOT
+) -> RunRecord:
     """The record of a run whose container is about to be made (status running)."""
     variables = staged.variables
     user_names = prepared.user_names
@@ -236,7 +252,8 @@ def first_record(prepared: PreparedRun, staged: Staged, image: ImageInfo, render
             "gpus": settings.gpus,
             "network": settings.network,
             "timezone": settings.timezone,
-            "cache": list(settings.cache),
+            "cache": [path for path, _ in cache_paths(settings, user)],
+            "user": user.shown,
             "build": settings.build,
             "build_args": list(settings.build_args),
             "result": rendered.result,
@@ -283,12 +300,14 @@ def _in_sandbox(
     record: RunRecord,
     staged: Staged,
     rendered: Rendered,
+    user: User,
     reporter: Reporter,
 ) -> RunRecord:
     from .collect import collect
     from .logsink import LogSink
+    from .package import owned_copy
     from .sandbox import LABEL, Sandbox, SandboxSpec
-    from .script import STATUS_PATH, CommandStatus, build_script, entrypoint, parse_status
+    from .script import STATUS_PATH, CommandStatus, build_script, entrypoint, parse_status, setup_members
 
     settings = prepared.settings
     package = staged.package
@@ -306,7 +325,8 @@ def _in_sandbox(
     spec = SandboxSpec(
         image=record.image.id or rendered.image,
         name=f"anna-run-{record.id}",
-        environment=staged.variables.as_dict(),
+        environment=_environment(staged.variables, user),
+        user=prepared.settings.user,
         labels=labels,
         entrypoint=command,
         network=settings.network,
@@ -314,7 +334,7 @@ def _in_sandbox(
         memory=settings.memory,
         gpus=settings.gpus,
         payload=prepared.payload is not None,
-        volumes=_cache_volumes(api, prepared),
+        volumes=_cache_volumes(api, prepared, user, record.image.id or rendered.image),
     )
     files = recorder.store.run_files(record.id)
     sink = LogSink(files, prepared.variables.masker, reporter)
@@ -323,9 +343,14 @@ def _in_sandbox(
         with Sandbox(api, spec, keep=prepared.request.keep) as sandbox:
             record = record.evolve(container=sandbox.id)
             reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB into the container")
-            sandbox.put_archive("/code", _file_chunks(package.path, "package", package.size, reporter))
-            if script_tar is not None:
-                sandbox.put_archive("/", script_tar)
+            if user.is_root:
+                sandbox.put_archive("/code", _file_chunks(package.path, "package", package.size, reporter))
+                if script_tar is not None:
+                    sandbox.put_archive("/", script_tar)
+            else:  # one archive at /: the code and anna-run's files, owned by the job's user
+                setup = setup_members(user.uid, user.gid, user.home, script if script_tar is not None else None)
+                tree = owned_copy(package.path, uid=user.uid, gid=user.gid, prefix="code", before=setup)
+                sandbox.put_archive("/", _counted(tree, "package", package.size, reporter))
             if prepared.payload_file is not None:
                 sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
             reporter.step_done("copy")
@@ -385,22 +410,84 @@ def verdict(outcome, collected, rendered: Rendered, settings: Settings) -> tuple
     return "succeeded", None, 0
 
 
-def _cache_volumes(api, prepared: PreparedRun) -> tuple[tuple[str, str], ...]:
-    """One named volume per cache path of the project, kept between its runs (labelled, so
-    `gc` leaves them alone and `images prune` could find them)."""
+def cache_paths(settings: Settings, user: User) -> list[tuple[str, str]]:
+    """(container path, volume tag) of each dependency cache: the default one where this user's
+    cache lives, and a volume of its own for each user (a root-owned cache is no use to uid 1000)."""
+    paths = []
+    for path in settings.cache:
+        if not user.is_root and path in DEFAULT_CACHE:
+            path = f"{user.home}/.cache"
+        key = path if user.is_root else f"{path}|{user.shown}"
+        paths.append((path, hashlib.sha256(key.encode()).hexdigest()[:12]))
+    return paths
+
+
+def _cache_volumes(api, prepared: PreparedRun, user: User, image: str) -> tuple[tuple[str, str], ...]:
+    """One named volume per cache path of the project (and user), kept between its runs
+    (labelled, so `gc` leaves them alone and `images prune` could find them). A new volume of a
+    non-root user is given to that user first."""
     volumes = []
-    for path in prepared.settings.cache:
-        tag = hashlib.sha256(path.encode()).hexdigest()[:12]
+    for path, tag in cache_paths(prepared.settings, user):
         name = f"anna-run-cache-{prepared.project_id}-{tag}"
         labels = {"io.anna-run.cache": path, "io.anna-run.project": prepared.project_id}
         try:
+            new = not _volume_exists(api, name)
             api.create_volume(name, labels=labels)
+            if new and not user.is_root:
+                _give_volume(api, name, image, user)
+        except EngineError:
+            raise
         except Exception as exc:
             from .engine import short_message
 
             raise EngineError(f"cannot create the cache volume for {path}: {short_message(exc)}") from None
         volumes.append((name, path))
     return tuple(volumes)
+
+
+def _volume_exists(api, name: str) -> bool:
+    from docker.errors import NotFound
+
+    try:
+        api.inspect_volume(name)
+        return True
+    except NotFound:
+        return False
+
+
+def _give_volume(api, volume: str, image: str, user: User) -> None:
+    """Make the root of a new volume the user's: a never-started container mounts it, and a
+    folder entry owned by the user is put over the mount point (no chown in the image needed)."""
+    from docker.types import Mount
+
+    helper = None
+    try:
+        host_config = api.create_host_config(
+            mounts=[Mount("/anna-run-cache", volume, type="volume")], network_mode="none"
+        )
+        helper = api.create_container(image, command=["true"], entrypoint=[], host_config=host_config)["Id"]
+        info = tarfile.TarInfo("anna-run-cache")
+        info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, user.uid, user.gid, 946684800
+        api.put_archive(helper, "/", info.tobuf(format=tarfile.PAX_FORMAT) + b"\0" * 1024)
+    finally:
+        if helper is not None:
+            with contextlib.suppress(Exception):
+                api.remove_container(helper, force=True, v=False)
+
+
+def _environment(variables: Variables, user: User) -> dict[str, str]:
+    environment = variables.as_dict()
+    if user.home == FALLBACK_HOME:
+        environment.setdefault("HOME", FALLBACK_HOME)
+    return environment
+
+
+def _counted(chunks: Iterator[bytes], step: str, total: int, reporter: Reporter) -> Iterator[bytes]:
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        reporter.bytes_done(step, min(done, total), total)
+        yield chunk
 
 
 def _file_chunks(path: Path, step: str, total: int, reporter: Reporter) -> Iterator[bytes]:

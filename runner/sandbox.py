@@ -50,6 +50,7 @@ class SandboxSpec:
     pids_limit: int = PIDS_LIMIT
     volumes: tuple[tuple[str, str], ...] = ()  # (named volume, container path), read-write
     payload: bool = False  # mount a read-only payload volume at /input
+    user: str | None = None  # uid[:gid] or name[:group]; None: the image's own USER
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Sandbox:
                 environment=self.spec.environment,
                 labels=self.spec.labels,
                 working_dir=self.spec.working_dir,
+                user=self.spec.user or None,
                 stdin_open=False,
                 tty=False,
                 network_disabled=False,

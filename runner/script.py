@@ -84,9 +84,33 @@ def script_archive(script: str) -> bytes:
     return buf.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mode: int) -> None:
+def setup_members(uid: int, gid: int, home: str, script: str | None) -> bytes:
+    """Tar members (no end blocks) for a job that runs as ``uid:gid``: the script dir, its
+    status file and, when anna-run provides it, the user's home, all owned by that user;
+    ``script`` when it travels as a file. Put at ``/`` ahead of the code."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, SCRIPT_DIR.lstrip("/"), None, 0o755, uid, gid)
+        if script is not None:
+            _add(tar, SCRIPT_PATH.lstrip("/"), script.encode(), 0o755, uid, gid)
+        _add(tar, STATUS_PATH.lstrip("/"), b"", 0o644, uid, gid)
+        if home.startswith(SCRIPT_DIR + "/"):
+            _add(tar, home.lstrip("/"), None, 0o700, uid, gid)
+    return _members_only(buf.getvalue())
+
+
+def _members_only(data: bytes) -> bytes:
+    """``data`` (a whole tar) without its end-of-archive blocks."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+    end = members[-1].offset_data + ((members[-1].size + 511) // 512) * 512 if members else 0
+    return data[:end]
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mode: int, uid: int = 0, gid: int = 0) -> None:
     info = tarfile.TarInfo(name)
     info.mode = mode
+    info.uid, info.gid = uid, gid
     info.mtime = 946684800
     if data is None:
         info.type = tarfile.DIRTYPE

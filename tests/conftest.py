@@ -568,3 +568,23 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, emptied for this test (a test's workers are gone by its teardown)."""
     redis_server.client().flushall()
     return redis_server.url
+
+
+def write_sdist(path) -> None:
+    """A tiny source distribution: pip must build a wheel from it (and caches that wheel)."""
+    import io
+    import tarfile
+
+    files = {
+        "slowpkg-1.0/setup.py": (
+            'from setuptools import setup\nsetup(name="slowpkg", version="1.0", packages=["slowpkg"])\n'
+        ),
+        "slowpkg-1.0/PKG-INFO": "Metadata-Version: 1.0\nName: slowpkg\nVersion: 1.0\n",
+        "slowpkg-1.0/slowpkg/__init__.py": "VALUE = 1\n",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))

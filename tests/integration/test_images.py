@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import host_paths
+from conftest import host_paths, write_sdist
 
 BB = "anna-run/busybox:latest"
 
@@ -136,26 +136,6 @@ def test_gpus_become_a_device_request(env, busybox, api):
         assert json.loads(env.run("show", "--json").stdout)["reason"].startswith("engine:")
 
 
-def _sdist(path) -> None:
-    """A tiny source distribution: pip must build a wheel from it (and caches that wheel)."""
-    import io
-    import tarfile
-
-    files = {
-        "slowpkg-1.0/setup.py": (
-            'from setuptools import setup\nsetup(name="slowpkg", version="1.0", packages=["slowpkg"])\n'
-        ),
-        "slowpkg-1.0/PKG-INFO": "Metadata-Version: 1.0\nName: slowpkg\nVersion: 1.0\n",
-        "slowpkg-1.0/slowpkg/__init__.py": "VALUE = 1\n",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(text.encode())
-            tar.addfile(info, io.BytesIO(text.encode()))
-
-
 def test_second_pip_install_uses_the_cache(env, python_image):
     env.project(
         """
@@ -164,7 +144,7 @@ def test_second_pip_install_uses_the_cache(env, python_image):
           job: [pip install --no-build-isolation --no-index --find-links sdists slowpkg]
         """
     )
-    _sdist(env.root / "sdists" / "slowpkg-1.0.tar.gz")
+    write_sdist(env.root / "sdists" / "slowpkg-1.0.tar.gz")
     first = env.run("t", "--network", "none", timeout=300)
     assert first.returncode == 0, first.output
     assert "Building wheel for slowpkg" in first.stdout
