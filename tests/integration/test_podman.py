@@ -8,6 +8,7 @@ import test_bad_input
 import test_ends
 import test_run
 import test_sandbox
+import test_users
 from conftest import Env, podman_client
 
 BB = "anna-run/busybox:latest"
@@ -85,3 +86,7 @@ def test_jobs_cannot_do_privileged_things(penv, pours):
 
 def test_nothing_left_after_a_run(penv, pours):
     test_sandbox.test_nothing_left_after_a_run(penv, BB, pours)
+
+
+def test_a_non_root_user(penv, pours):
+    test_users.check_a_user_given_by_option(penv, BB)

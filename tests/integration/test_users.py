@@ -117,3 +117,18 @@ def test_second_pip_install_of_a_non_root_user_uses_the_cache(env, python_image,
     assert "Building wheel" not in second.stdout and "Using cached slowpkg" in second.stdout
     record = json.loads(env.run("show", "--json").stdout)
     assert record["settings"]["cache"] == ["/.anna-run/home/.cache"]
+
+
+def check_a_user_given_by_option(env, image: str) -> None:
+    """`--user 1000:1000` on an image whose own user is root (also run against Podman)."""
+    env.project(JOB.replace("IMAGE", image))
+    res = env.run("t", "--network", "none", "--user", "1000:1000")
+    assert res.returncode == 0, res.output
+    record = env.records()[-1]
+    assert res.stdout.splitlines()[1:3] == ["1000", "1000"]
+    assert [c["exit_code"] for c in record["commands"]] == [0, 0, 0]
+    assert record["result"]["size"] == 5 and [a["path"] for a in record["artifacts"]] == ["sub/a.txt"]
+
+
+def test_a_user_given_by_option(env, busybox):
+    check_a_user_given_by_option(env, BB)
