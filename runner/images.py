@@ -51,6 +51,23 @@ def list_images(api: docker.APIClient, store: Store) -> list[dict[str, Any]]:
                 "built": True,
             },
         )
+    from .codecache import code_images
+
+    for image in code_images(api):  # the code kept in the engine, one image per package and base
+        rows.setdefault(
+            image["id"],
+            {
+                "id": image["id"],
+                "name": image["name"],
+                "digest": None,
+                "size": None,
+                "present": True,
+                "last_used": None,
+                "runs": 0,
+                "built": False,
+                "code": True,
+            },
+        )
     for image_id, row in rows.items():
         with contextlib.suppress(Exception):
             info = api.inspect_image(image_id)
@@ -59,10 +76,24 @@ def list_images(api: docker.APIClient, store: Store) -> list[dict[str, Any]]:
 
 
 def prune_builds(api: docker.APIClient, *, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Remove images anna-run built (by our label) that no container, running or not, uses."""
+    """Remove images anna-run made (by our labels) that no container, running or not, uses: the
+    code images first (a code image is a child of its base, which could not go before it), then
+    the builds."""
+    from .codecache import code_images
+
     in_use = {c["ImageID"] for c in api.containers(all=True)}
     removed = []
+    for image in code_images(api):
+        if image["id"] in in_use:
+            continue
+        removed.append({"id": image["id"], "name": image["name"], "size": image["size"]})
+        if not dry_run:
+            with contextlib.suppress(Exception):
+                api.remove_image(image["id"], force=False)
+    code = {r["id"] for r in removed}
     for image in api.images(filters={"label": BUILD_LABEL}):
+        if image["Id"] in code:
+            continue
         if image["Id"] in in_use:
             continue
         removed.append({"id": image["Id"], "name": (image.get("RepoTags") or [image["Id"]])[0], "size": image["Size"]})

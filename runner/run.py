@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, codecache
 from .errors import AnnaRunError, Cancelled, EngineError
 from .ids import suuid_from_digest
 from .orphans import runner_identity
@@ -322,8 +322,13 @@ def _in_sandbox(
         labels[f"{LABEL}.keep"] = "1"
     script = build_script(list(prepared.shell_commands), [c.command for c in record.commands])
     command, script_tar = entrypoint(script)
+    base = record.image.id or rendered.image
+    code = None  # the code image this run starts from, when the package is kept in the engine
+    if record.image.id and codecache.wanted(package):
+        usage = recorder.store.cache_file("code-images.json")
+        code = codecache.code_image(api, record.image.id, package, user, reporter=reporter, usage_file=usage)
     spec = SandboxSpec(
-        image=record.image.id or rendered.image,
+        image=code or base,
         name=f"anna-run-{record.id}",
         environment=_environment(staged.variables, user),
         user=prepared.settings.user,
@@ -334,7 +339,7 @@ def _in_sandbox(
         memory=settings.memory,
         gpus=settings.gpus,
         payload=prepared.payload is not None,
-        volumes=_cache_volumes(api, prepared, user, record.image.id or rendered.image),
+        volumes=_cache_volumes(api, prepared, user, base),
     )
     files = recorder.store.run_files(record.id)
     sink = LogSink(files, prepared.variables.masker, reporter)
@@ -342,8 +347,12 @@ def _in_sandbox(
     try:
         with Sandbox(api, spec, keep=prepared.request.keep) as sandbox:
             record = record.evolve(container=sandbox.id)
-            reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB into the container")
-            if user.is_root:
+            where = "kept in the engine" if code is not None else "into the container"
+            reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB {where}")
+            if code is not None:  # the code and the setup are in the image already
+                if script_tar is not None:
+                    sandbox.put_archive("/", script_tar)
+            elif user.is_root:
                 sandbox.put_archive("/code", _file_chunks(package.path, "package", package.size, reporter))
                 if script_tar is not None:
                     sandbox.put_archive("/", script_tar)

@@ -204,7 +204,7 @@ def engine_proxy_class() -> type:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._Proxy
+    return module.EngineProxy
 
 
 def engine_socket() -> str:

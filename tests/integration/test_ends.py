@@ -107,7 +107,7 @@ def test_second_ctrl_c_forces(env, busybox, api):
     assert env.records()[0]["status"] == "cancelled"
 
 
-class _Proxy:
+class EngineProxy:
     """A unix-socket proxy in front of the real engine that the test can cut mid-run."""
 
     def __init__(self, path: Path, upstream: str) -> None:
@@ -117,6 +117,7 @@ class _Proxy:
         self.server.listen(16)
         self.conns: list[socket.socket] = []
         self.cut = False
+        self.sent = 0  # bytes from the clients to the engine
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -128,12 +129,14 @@ class _Proxy:
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.upstream)
             self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, counted in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, counted), daemon=True).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, counted: bool = False) -> None:
         try:
             while data := a.recv(65536):
+                if counted:
+                    self.sent += len(data)
                 b.sendall(data)
         except OSError:
             pass
@@ -158,7 +161,7 @@ class _Proxy:
 def test_engine_lost_mid_run(env, busybox, api, tmp_path):
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     assert host.startswith("unix://"), "this test proxies a local unix socket"
-    proxy = _Proxy(tmp_path / "engine.sock", host[len("unix://") :])
+    proxy = EngineProxy(tmp_path / "engine.sock", host[len("unix://") :])
     env.project(f"""
         environment: {{image: {BB}}}
         long: {{job: [echo started && sleep 60]}}

@@ -24,7 +24,7 @@ def test_each_secret_is_masked_live_in_the_logs_and_in_the_record(env, busybox):
     res = env.run("t", "--secret", f"TOKEN={SECRET}", "--network", "none", "--name", f"run {SECRET}")
     assert res.returncode == 1, res.output  # the result (out/<secret>.json) is missing
     assert SECRET not in res.output and "out ***" in res.stdout and "err ***" in res.stderr
-    record = env.records()[-1]
+    record = env.last()
     text = json.dumps(record)
     assert SECRET not in text
     assert record["reason"] == "result missing: out/***.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import test_bad_input
+import test_code_cache
 import test_ends
 import test_run
 import test_sandbox
@@ -90,3 +91,14 @@ def test_nothing_left_after_a_run(penv, pours):
 
 def test_a_non_root_user(penv, pours):
     test_users.check_a_user_given_by_option(penv, BB)
+
+
+def test_the_code_kept_in_the_engine(penv, papi, pours):
+    shas = test_code_cache.check_the_tree_as_packed(penv)
+    try:
+        for sha in shas:
+            assert len(papi.images(filters={"label": f"io.anna-run.code.package={sha}"})) == 1
+    finally:
+        for sha in shas:
+            for image in papi.images(filters={"label": f"io.anna-run.code.package={sha}"}):
+                papi.remove_image(image["Id"], force=True)

@@ -35,7 +35,7 @@ def user_image(api, busybox):
 
 def _ran(env, *args: str):
     res = env.run("t", "--network", "none", *args)
-    record = env.records()[-1]
+    record = env.last()
     return res, record
 
 
@@ -124,7 +124,7 @@ def check_a_user_given_by_option(env, image: str) -> None:
     env.project(JOB.replace("IMAGE", image))
     res = env.run("t", "--network", "none", "--user", "1000:1000")
     assert res.returncode == 0, res.output
-    record = env.records()[-1]
+    record = env.last()
     assert res.stdout.splitlines()[1:3] == ["1000", "1000"]
     assert [c["exit_code"] for c in record["commands"]] == [0, 0, 0]
     assert record["result"]["size"] == 5 and [a["path"] for a in record["artifacts"]] == ["sub/a.txt"]
