@@ -347,15 +347,22 @@ def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
 
 @app.command("validate")
 @handled
-def validate_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
-    """Check askanna.yml; exit 2 with one clear message when it is wrong."""
+def validate_cmd(
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when there is any warning.")] = False,
+) -> None:
+    """Check askanna.yml; exit 2 with one clear message when it is wrong (with --strict: or warned about)."""
     proj = _project(project)
     if json_out:
         _print_json(views.validation_json(proj))
-        return
-    for warning in proj.warnings:
-        _say(f"warning: {warning}")
-    typer.echo(views.validation_line(proj))
+    else:
+        for warning in proj.warnings:
+            _say(f"warning: {warning}")
+        typer.echo(views.validation_line(proj))
+    if strict and proj.warnings:
+        count = len(proj.warnings)
+        raise ConfigError(f"--strict: {count} warning{'s' if count != 1 else ''} in {proj.file}")
 
 
 @app.command("schema")
