@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -119,6 +119,10 @@ def exit_code_for(outcome: BaseException | RunRecord | str) -> int:
     return code
 
 
+# Modules of the `hosts` extra: failing to import one is a missing extra, not a bug of ours.
+_HOSTS_EXTRA = frozenset({"celery", "redis", "kombu", "billiard", "vine", "amqp"})
+
+
 def handled(func: F) -> F:
     """Map anna-run's errors to one message and the documented exit code."""
 
@@ -127,10 +131,7 @@ def handled(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except AnnaRunError as exc:
-            _say(f"error: {exc.message}")
-            if exc.hint:
-                _say(f"hint: {exc.hint}")
-            raise typer.Exit(exit_code_for(exc)) from None
+            _fail(exc)
         except KeyboardInterrupt as exc:
             _say("cancelled")
             raise typer.Exit(exit_code_for(exc)) from None
@@ -138,13 +139,30 @@ def handled(func: F) -> F:
             raise typer.Exit(exit_code_for(exc)) from None
         except typer.Exit:
             raise
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] not in _HOSTS_EXTRA:
+                _internal_error(exc)
+            from .hosts.celery_app import missing_hosts_extra
+
+            _fail(missing_hosts_extra(exc))
         except Exception as exc:  # a bug of ours: still one message, and the traceback on request
-            if os.environ.get("ANNA_RUN_DEBUG"):
-                raise
-            _say(f"internal error: {type(exc).__name__}: {exc} (set ANNA_RUN_DEBUG=1 for the traceback)")
-            raise typer.Exit(exit_code_for(exc)) from None
+            _internal_error(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: AnnaRunError) -> NoReturn:
+    _say(f"error: {exc.message}")
+    if exc.hint:
+        _say(f"hint: {exc.hint}")
+    raise typer.Exit(exit_code_for(exc)) from None
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    if os.environ.get("ANNA_RUN_DEBUG"):
+        raise exc
+    _say(f"internal error: {type(exc).__name__}: {exc} (set ANNA_RUN_DEBUG=1 for the traceback)")
+    raise typer.Exit(exit_code_for(exc)) from None
 
 
 def _say(text: str) -> None:
@@ -350,15 +368,22 @@ def jobs_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
 
 @app.command("validate")
 @handled
-def validate_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
-    """Check askanna.yml; exit 2 with one clear message when it is wrong."""
+def validate_cmd(
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when there is any warning.")] = False,
+) -> None:
+    """Check askanna.yml; exit 2 with one clear message when it is wrong (with --strict: or warned about)."""
     proj = _project(project)
     if json_out:
         _print_json(views.validation_json(proj))
-        return
-    for warning in proj.warnings:
-        _say(f"warning: {warning}")
-    typer.echo(views.validation_line(proj))
+    else:
+        for warning in proj.warnings:
+            _say(f"warning: {warning}")
+        typer.echo(views.validation_line(proj))
+    if strict and proj.warnings:
+        count = len(proj.warnings)
+        raise ConfigError(f"--strict: {count} warning{'s' if count != 1 else ''} in {proj.file}")
 
 
 @app.command("schema")

@@ -54,3 +54,25 @@ def short_message(exc: BaseException) -> str:
         if marker in text:
             text = text.split(marker, 1)[1]
     return text.strip("()'\" ")[:300]
+
+
+CATATONIT_HINT = (
+    "Podman runs the job container's init process (anna-run asks for one, to reap zombies and pass "
+    "signals) with its init binary, catatonit, which is not installed: install it (`apt-get install "
+    "catatonit`, `dnf install catatonit`; some distributions call it podman-catatonit), or point "
+    "`init_path` in the [containers] section of containers.conf at it"
+)
+
+
+def explain_engine_error(exc: BaseException, what: str = "the container engine failed") -> EngineError:
+    """``exc`` (a docker SDK or connection error) as an EngineError saying ``what`` failed, with a
+    hint where the engine's own words name a part of it that is missing (Podman's init binary)."""
+    if isinstance(exc, EngineError):
+        return exc
+    text = str(exc)
+    hint = None
+    # Podman's words for a missing init binary: "container-init binary not found on the host: stat
+    # /usr/libexec/podman/catatonit: ..." (older) and `lookup init binary: exec: "catatonit": ...`
+    if "catatonit" in text or "init binary" in text:
+        hint = CATATONIT_HINT
+    return EngineError(f"{what}: {short_message(exc)}", hint=hint)

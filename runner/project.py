@@ -442,10 +442,15 @@ class _Walker:
     def output(self, node: Node | None) -> Output:
         if node is None:
             return Output()
-        fields = self.fields(node, "output", ("result", "artifact"))
+        fields = self.fields(node, "output", ("result", "artifact", "paths"))
         result = _maybe(fields.get("result"), lambda n: self.path(n, "output.result"))
         artifact = self.strings(fields.get("artifact", _NONE), "output.artifact")
-        return Output(result=result, artifacts=tuple(self.path(n, "output.artifact") for _, n in artifact))
+        artifacts = [self.path(n, "output.artifact") for _, n in artifact]
+        if "paths" in fields:  # AskAnna <= 0.5's artifact list, still in old projects
+            self.warn("output.paths is deprecated; read as output.artifact (rename it to artifact)", fields["paths"])
+            paths = [self.path(n, "output.paths") for _, n in self.strings(fields["paths"], "output.paths")]
+            artifacts += [path for path in paths if path not in artifacts]
+        return Output(result=result, artifacts=tuple(artifacts))
 
     def environment(self, node: Node, what: str) -> Environment:
         if _is_str(node):
@@ -552,11 +557,22 @@ class _Walker:
             return name
         raise self.error(f"unknown timezone {name!r}; use an IANA name such as Europe/Amsterdam or UTC", node)
 
+    def dropped(self, exc: ConfigError) -> None:
+        """An entry that cannot affect the run being started (a schedule, a notification) is,
+        as in AskAnna, dropped with a warning rather than refusing the whole file."""
+        self.warnings.append(f"{exc.message} (ignored)")
+
     def schedule(self, node: Node | None) -> tuple[str, ...]:
         if node is None:
             return ()
         entries = node.value if isinstance(node, SequenceNode) else [node]
-        return tuple(self.schedule_entry(entry) for entry in entries)
+        found = []
+        for entry in entries:
+            try:
+                found.append(self.schedule_entry(entry))
+            except ConfigError as exc:
+                self.dropped(exc)
+        return tuple(found)
 
     def schedule_entry(self, node: Node) -> str:
         if isinstance(node, MappingNode):
@@ -568,7 +584,9 @@ class _Walker:
                 if isinstance(raw, bool) or not isinstance(raw, (int, str)):
                     raise self.error(f"schedule {name} must be a number or a string, not {_kind(value)}", value)
                 fields[name] = "".join(str(raw).split())  # "1, 2" is one field, not two
-            text = " ".join(fields.get(name, "*") for name in _CRON_NAMES)
+            # AskAnna's rule: a missing minute or hour is 0 ({hour: 5} is 05:00, not 05:00-05:59)
+            defaults = {"minute": "0", "hour": "0"}
+            text = " ".join(fields.get(name, defaults.get(name, "*")) for name in _CRON_NAMES)
         else:
             text = self.string(node, "schedule entry")
         try:
@@ -576,29 +594,46 @@ class _Walker:
         except ValueError as exc:
             raise self.error(f"schedule entry {text!r}: {exc}", node) from None
 
-    def notifications(self, node: Node, what: str) -> Notifications:
+    def notifications(self, node: Node, what: str) -> Notifications | None:
+        """The recipients; a bad entry (unknown key, not an address) is dropped with a warning."""
+        if not isinstance(node, MappingNode):
+            self.dropped(self.error(f"{what} must be a mapping, not {_kind(node)}", node))
+            return None
         lists: dict[str, tuple[str, ...]] = {"all": (), "error": ()}
         for name, key, value in self.mapping(node, what):
             if name not in lists:
-                raise self.error(f"unknown key {name!r} in {what}; use all and/or error", key)
-            if not _is_null(value):
+                self.dropped(self.error(f"unknown key {name!r} in {what}; use all and/or error", key))
+            elif not _is_null(value):
                 lists[name] = self.emails(value, f"{what}.{name}")
         return Notifications(all=lists["all"], error=lists["error"])
 
     def emails(self, node: Node, what: str) -> tuple[str, ...]:
+        if not isinstance(node, MappingNode):
+            self.dropped(self.error(f"{what} must be a mapping such as {{email: [...]}}, not {_kind(node)}", node))
+            return ()
         found: list[str] = []
         for name, key, value in self.mapping(node, what):
             if name != "email":
-                raise self.error(f"unknown key {name!r} in {what}; use email", key)
+                self.dropped(self.error(f"unknown key {name!r} in {what}; use email", key))
+                continue
             if _is_null(value):
                 continue
-            for text, item in self.strings(value, "email"):
-                for address in (part.strip() for part in text.split(",")):
-                    if not (_EMAIL.fullmatch(address) or _TEMPLATE.fullmatch(address)):
-                        hint = "use name@example.com, or ${VAR} / {{ VAR }} for a variable holding it"
-                        raise self.error(f"{address!r} is not an email address", item, hint)
-                    found.append(address)
+            items = value.value if isinstance(value, SequenceNode) else [value]
+            for item in items:
+                try:
+                    found += self.addresses(item)
+                except ConfigError as exc:
+                    self.dropped(exc)
         return tuple(found)
+
+    def addresses(self, node: Node) -> list[str]:
+        found = []
+        for address in (part.strip() for part in self.string(node, "email").split(",")):
+            if not (_EMAIL.fullmatch(address) or _TEMPLATE.fullmatch(address)):
+                hint = "use name@example.com, or ${VAR} / {{ VAR }} for a variable holding it"
+                raise self.error(f"{address!r} is not an email address", node, hint)
+            found.append(address)
+        return found
 
 
 # An empty list, so an absent optional list and a written one take the same path.
@@ -678,7 +713,7 @@ def json_schema() -> dict[str, Any]:
         "job": ("Commands, run in order in one shell.", {"type": "array", "minItems": 1, "items": text}),
         "output": (
             "result: one file; artifact: paths or globs.",
-            _object({"result": text, "artifact": texts}),
+            _object({"result": text, "artifact": texts, "paths": {**texts, "deprecated": True}}),
         ),
         "environment": ("Replaces the project's environment.", {"$ref": "#/$defs/environment"}),
         "timeout": ("Wall-clock limit, e.g. 30m or 1h30m.", {"type": ["string", "number"]}),

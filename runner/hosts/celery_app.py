@@ -55,8 +55,32 @@ def _number(name: str, default: float, minimum: float) -> float:
     return value
 
 
+HOSTS_EXTRA = ("celery", "redis", "kombu")  # what `pip install 'anna-run[hosts]'` brings
+HOSTS_EXTRA_HINT = "pip install 'anna-run[hosts]'"
+
+
+def missing_hosts_extra(exc: ImportError) -> ConfigError:
+    """The error for a runner-host command run where the `hosts` extra is not installed."""
+    name = exc.name or str(exc)
+    return ConfigError(
+        f"this command needs the runner-host packages (Celery, Redis), which cannot be imported: {name}",
+        hint=f"install them with: {HOSTS_EXTRA_HINT}",
+    )
+
+
+def require_hosts_extra() -> None:
+    """ConfigError (exit 2) naming the extra to install when Celery or Redis cannot be imported."""
+    try:
+        import celery  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise missing_hosts_extra(exc) from None
+
+
 def host_settings() -> HostSettings:
-    """The runner-host settings from the environment; ConfigError when no broker is named."""
+    """The runner-host settings from the environment; ConfigError when no broker is named or
+    the `hosts` extra is not installed."""
+    require_hosts_extra()
     broker = os.environ.get("ANNA_RUN_BROKER", "").strip()
     if not broker:
         raise ConfigError(

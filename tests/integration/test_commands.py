@@ -220,3 +220,44 @@ def test_progress_on_a_terminal_and_plain_with_no_color(env, busybox):
 def test_shell_completion_is_offered(env):
     res = env.run("--show-completion", "bash", cwd=env.root.parent)
     assert res.returncode == 0 and "complete" in res.stdout
+
+
+def test_validate_warns_and_strict_refuses(env):
+    env.project("""
+        a:
+          job: [echo a]
+          colour: blue
+          schedule: [{hour: 5, day: 5, month: 5}, {hour: 8, century: 2}, 'some rubbish, no cron']
+        b: {job: [echo b]}
+        """)
+    plain = env.run("validate")
+    assert plain.returncode == 0, plain.stderr
+    warnings = [line for line in plain.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 3, plain.stderr
+    assert "unknown key 'colour'" in warnings[0] and "askanna.yml:4:3:" in warnings[0]
+    assert "'century'" in warnings[1] and "askanna.yml:5:53:" in warnings[1]
+    assert "'some rubbish, no cron'" in warnings[2]
+    assert "2 job(s): a, b" in plain.stdout
+    strict = env.run("validate", "--strict")
+    assert strict.returncode == 2
+    assert "--strict: 3 warnings" in strict.stderr and "Traceback" not in strict.stderr
+    as_json = env.run("validate", "--strict", "--json")
+    assert as_json.returncode == 2 and len(json.loads(as_json.stdout)["warnings"]) == 3
+    jobs = json.loads(env.run("jobs", "--json").stdout)
+    assert jobs[0]["schedule"] == ["0 5 5 5 *"]
+
+
+def test_validate_strict_passes_a_clean_file(env):
+    env.project("""
+        a: {job: [echo a], schedule: ['@daily']}
+        """)
+    res = env.run("validate", "--strict")
+    assert res.returncode == 0 and "warning" not in res.stderr
+
+
+def test_unknown_job_key_alone_fails_strict(env):
+    env.project("""
+        a: {job: [echo a], colour: blue}
+        """)
+    assert env.run("validate").returncode == 0
+    assert env.run("validate", "--strict").returncode == 2

@@ -4,6 +4,7 @@ and the table against the README's "Exit codes"."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,38 @@ def test_the_table_has_the_readme_codes() -> None:
     fixed = {str(code) for code in EXIT_CODES.values() if code is not None}
     assert fixed == documented - {"1–123"} | {"1"}  # 1 is in the row "1–123" (failed otherwise, not found)
     assert None in EXIT_CODES.values()  # ... the rest of that row: the job's own code
+
+
+@pytest.mark.parametrize("module", ["redis", "celery", "kombu.transport"])
+def test_a_missing_hosts_extra_is_a_config_error(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    @handled
+    def command() -> None:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+    with pytest.raises(typer.Exit) as exit_:
+        command()
+    assert exit_.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert "pip install 'anna-run[hosts]'" in err and "internal error" not in err
+
+
+def test_another_missing_module_is_still_an_internal_error(capsys: pytest.CaptureFixture[str]) -> None:
+    @handled
+    def command() -> None:
+        raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
+
+    with pytest.raises(typer.Exit) as exit_:
+        command()
+    assert exit_.value.exit_code == 125
+    assert "internal error: ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_require_hosts_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anna_run.errors import ConfigError
+    from anna_run.hosts.celery_app import require_hosts_extra
+
+    require_hosts_extra()  # installed here ([test,hosts])
+    monkeypatch.setitem(sys.modules, "redis", None)  # `import redis` now raises ImportError
+    with pytest.raises(ConfigError) as info:
+        require_hosts_extra()
+    assert info.value.hint == "install them with: pip install 'anna-run[hosts]'"

@@ -396,6 +396,25 @@ def test_output_forms(write) -> None:
     assert "'artifacts'" in project.warnings[0]
 
 
+def test_output_paths_is_the_old_artifact_list(write) -> None:
+    path = write(
+        "a:\n  job: [x]\n  output:\n    paths: [models/, 'report.html']\n"
+        "b:\n  job: [x]\n  output: {artifact: x/, paths: [x/, y]}\n"
+        "c:\n  job: [x]\n  output: {paths: '*.csv'}\n"
+    )
+    project = load_project(path)
+    assert project.job("a").output == Output(artifacts=("models/", "report.html"))
+    assert project.job("b").output == Output(artifacts=("x/", "y"))
+    assert project.job("c").output == Output(artifacts=("*.csv",))
+    assert len(project.warnings) == 3
+    assert project.warnings[0].startswith(f"{at(path, 4, 12)}output.paths is deprecated")
+    assert all("rename it to artifact" in w for w in project.warnings)
+
+
+def test_output_paths_is_checked_like_artifact(write) -> None:
+    assert "output.paths '../x' contains '..'" in str(error(write, "a:\n  job: [x]\n  output: {paths: ../x}\n"))
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [
@@ -582,9 +601,13 @@ def test_timezone_without_tz_database(write, monkeypatch: pytest.MonkeyPatch) ->
         ("'@Hourly'", ("@hourly",)),
         ("['@weekly', '@annually', '@midnight', '@monthly', '@yearly']", None),
         ("{minute: 30, hour: 2}", ("30 2 * * *",)),
-        ("[{minute: '*/15', weekday: 'mon-fri'}, '0 0 * * *']", ("*/15 * * * mon-fri", "0 0 * * *")),
-        ("{}", ("* * * * *",)),
-        ("{day: 1, month: 12}", ("* * 1 12 *",)),
+        # AskAnna's rule: a missing minute or hour is 0, any other missing field is *
+        ("[{minute: '*/15', weekday: 'mon-fri'}, '0 0 * * *']", ("*/15 0 * * mon-fri", "0 0 * * *")),
+        ("{}", ("0 0 * * *",)),
+        ("{day: 1, month: 12}", ("0 0 1 12 *",)),
+        ("{hour: 5, day: 5, month: 5}", ("0 5 5 5 *",)),
+        ("{minute: 7}", ("7 0 * * *",)),
+        ("{hour: '*/2'}", ("0 */2 * * *",)),
     ],
 )
 def test_schedule_valid(write, schedule: str, expected: tuple[str, ...] | None) -> None:
@@ -615,20 +638,49 @@ def test_schedule_valid(write, schedule: str, expected: tuple[str, ...] | None) 
         ("{minute: 99}", "minute 99 is out of range"),
         ("{seconds: 1}", "unknown key 'seconds' in schedule"),
         ("{minute: true}", "must be a number or a string"),
-        ("[42]", "schedule entry must be a string, not a number"),
+        ("42", "schedule entry must be a string, not a number"),
     ],
 )
-def test_schedule_invalid(write, schedule: str, message: str) -> None:
-    err = error(write, f"a:\n  job: [x]\n  schedule: {schedule}\n")
-    assert message in str(err)
-    assert err.line == 3
+def test_schedule_invalid_entry_is_dropped_with_a_warning(write, schedule: str, message: str) -> None:
+    path = write(f"a:\n  job: [x]\n  schedule: [{schedule}, '@daily']\nb:\n  job: [y]\n")
+    project = load_project(path)
+    assert project.job("a").schedule == ("@daily",)  # the other entry stays
+    assert project.job_names() == ("a", "b")  # and so do all jobs
+    [warning] = project.warnings
+    assert message in warning
+    assert warning.startswith(f"{path}:3:")
+    assert warning.endswith("(ignored)")
 
 
-def test_schedule_error_names_the_entry(write) -> None:
+def test_schedule_warning_names_the_entry(write) -> None:
     path = write("a:\n  job: [x]\n  schedule:\n    - '@daily'\n    - '61 * * * *'\n")
-    with pytest.raises(ConfigError) as info:
-        load_project(path)
-    assert str(info.value).startswith(f"{at(path, 5, 7)}schedule entry '61 * * * *': ")
+    project = load_project(path)
+    assert project.job("a").schedule == ("@daily",)
+    assert project.warnings[0].startswith(f"{at(path, 5, 7)}schedule entry '61 * * * *': ")
+
+
+def test_askanna_test_project_schedule_keeps_its_jobs(write) -> None:
+    """AskAnna's own test project: two bad entries among good ones; AskAnna drops just those."""
+    path = write(
+        "a:\n  job: [x]\n  schedule:\n"
+        "    - '@midnight'\n"
+        "    - {hour: 8, century: 2}\n"
+        "    - some rubbish, no cron\n"
+        "    - {hour: 5, day: 5, month: 5}\n"
+        "b:\n  job: [y]\n  schedule: '0 6 * * 1-5'\n"
+    )
+    project = load_project(path)
+    assert project.job("a").schedule == ("@midnight", "0 5 5 5 *")
+    assert project.job("b").schedule == ("0 6 * * 1-5",)
+    assert len(project.warnings) == 2
+    assert project.warnings[0].startswith(f"{at(path, 5, 17)}unknown key 'century' in schedule")
+    assert project.warnings[1].startswith(f"{at(path, 6, 7)}schedule entry 'some rubbish, no cron'")
+
+
+def test_a_single_bad_schedule_leaves_none(write) -> None:
+    project = load(write, "a:\n  job: [x]\n  schedule: '* * *'\n")
+    assert project.job("a").schedule == ()
+    assert "5 fields" in project.warnings[0]
 
 
 # --- notifications ----------------------------------------------------------------------------
@@ -659,10 +711,25 @@ def test_notifications_valid(write) -> None:
         ("[a@b.com]", "notifications must be a mapping"),
     ],
 )
-def test_notifications_invalid(write, notifications: str, message: str) -> None:
-    err = error(write, f"a:\n  job: [x]\n  notifications: {notifications}\n")
-    assert message in str(err)
-    assert err.line == 3
+def test_notifications_invalid_entry_is_dropped_with_a_warning(write, notifications: str, message: str) -> None:
+    path = write(f"a:\n  job: [x]\n  notifications: {notifications}\n")
+    project = load_project(path)
+    assert project.job_names() == ("a",)
+    [warning] = project.warnings
+    assert message in warning
+    assert warning.startswith(f"{path}:3:")
+
+
+def test_notifications_keep_the_good_entries(write) -> None:
+    path = write(
+        "notifications:\n  all:\n    email: [ops@example.com, 'not an address']\n  success: {email: x@y.com}\n"
+        "a:\n  job: [x]\n  notifications:\n    error: {email: [a@b.nl], slack: '#ops'}\n"
+    )
+    project = load_project(path)
+    assert project.notifications == Notifications(all=("ops@example.com",))
+    assert project.job("a").notifications == Notifications(error=("a@b.nl",))
+    where = [at(path, 3, 30), at(path, 4, 3), at(path, 8, 30)]
+    assert [w[: len(prefix)] for w, prefix in zip(project.warnings, where, strict=True)] == where
 
 
 # --- merge keys -------------------------------------------------------------------------------
