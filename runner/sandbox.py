@@ -391,6 +391,6 @@ def is_dir(stat: dict[str, Any]) -> bool:
 def _engine_error(what: str, exc: BaseException) -> BaseException:
     if isinstance(exc, KeyboardInterrupt | EngineError):
         return exc
-    from .engine import short_message
+    from .engine import explain_engine_error
 
-    return EngineError(f"{what}: {short_message(exc)}")
+    return explain_engine_error(exc, what)
