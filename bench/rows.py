@@ -117,15 +117,72 @@ def env_for(ctx: Context, store: str) -> dict:
 
 
 # -- rows ------------------------------------------------------------------------------------------
-def trivial(ctx: Context) -> dict:
+def trivial(ctx: Context) -> list[dict]:
+    """A job that does nothing, like for like: no network on both sides, then the bridge on both."""
     root = project(ctx.work / "trivial", f"environment: {{image: {BUSYBOX}}}\nt: {{job: ['true']}}\n")
     env = env_for(ctx, "store-trivial")
+    rows = []
+    for network in ("none", "bridge"):
+        ours, yard = interleave(
+            ctx.reps,
+            lambda network=network: timed(anna_run("t", "--network", network, "-q", "--no-cache"), root, env),
+            lambda network=network: timed(["docker", "run", "--rm", "--network", network, BUSYBOX, "true"]),
+        )
+        name = f"docker run --rm --network {network}"
+        rows.append(
+            result(f"trivial job, --network {network}", ours, yard, name, "s", "ratio ≤ 1.3", ours / yard <= 1.3)
+        )
+    return rows
+
+
+def _data_project(root: Path, files: int, each: int) -> Path:
+    """A project of ``files`` random files of ``each`` bytes under data/ (an ML project's data)."""
+    project(root, f"environment: {{image: {BUSYBOX}}}\nt: {{job: ['ls data | wc -l']}}\n")
+    (root / "data").mkdir(exist_ok=True)
+    for i in range(files):
+        (root / "data" / f"part-{i:04d}.bin").write_bytes(os.urandom(each))
+    return root
+
+
+def project_runs(ctx: Context) -> list[dict]:
+    """A 500 MB project (500 files): its package unchanged (kept in the engine) against a
+    bind-mounted `docker run`, and its first run (a changed package) against create + cp + start."""
+    files, each = (500, MB) if not ctx.smoke else (5, MB)
+    size = f"{files * each // MB} MB"
+    root = _data_project(ctx.work / "data-project", files, each)
+    env = {**env_for(ctx, "store-project"), "ANNA_RUN_CODE_CACHE_MB": str(8 * files * each // MB + 64)}
+    run = anna_run("t", "--network", "none", "-q", "--no-cache")
+    mount = ["docker", "run", "--rm", "--network", "none", "-v", f"{root}:/code:ro", "-w", "/code", BUSYBOX]
     ours, yard = interleave(
-        ctx.reps,
-        lambda: timed(anna_run("t", "--network", "none", "-q", "--no-cache"), root, env),
-        lambda: timed(["docker", "run", "--rm", "--network", "none", BUSYBOX, "true"]),
+        ctx.reps, lambda: timed(run, root, env), lambda: timed([*mount, "sh", "-c", "ls data | wc -l"])
     )
-    return result("trivial job", ours, yard, "docker run --rm", "s", "ratio ≤ 1.3", ours / yard <= 1.3)
+    unchanged = result(f"project {size} unchanged", ours, yard, "docker run -v PROJECT:/code:ro", "s", "ratio ≤ 1.5",
+                       ours / yard <= 1.5)  # fmt: skip
+    counter = iter(range(1 << 30))
+
+    def first_run() -> float:  # a new package each time: one small file changes
+        (root / "changed.txt").write_text(str(next(counter)))
+        return timed(run, root, env)
+
+    def copy_run() -> float:
+        start = time.perf_counter()
+        cid = subprocess.run(
+            ["docker", "create", "--network", "none", "-w", "/code", BUSYBOX, "sh", "-c", "ls data | wc -l"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        try:
+            subprocess.run(["docker", "cp", f"{root}/.", f"{cid}:/code"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["docker", "start", "-a", cid], check=True, stdout=subprocess.DEVNULL)
+        finally:
+            subprocess.run(["docker", "rm", "-f", cid], check=False, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    reps = max(1, min(ctx.reps, 5))
+    ours, yard = interleave(reps, first_run, copy_run)
+    first = result(f"project {size} first run", ours, yard, "docker create + cp + start + rm", "s", "ratio ≤ 1.1",
+                   ours / yard <= 1.1)  # fmt: skip
+    subprocess.run(anna_run("images", "prune"), env=env, check=False, capture_output=True)
+    return [unchanged, first]
 
 
 def _collect_seconds(root: Path, env: dict) -> float:
@@ -501,6 +558,7 @@ class Row:
 
 ROWS = [
     Row("trivial", "trivial job", trivial),
+    Row("project", "project unchanged and first run", project_runs),
     Row("collection", "collection", collection),
     Row("packaging", "packaging warm and cold", packaging),
     Row("s3", "S3 upload", s3_upload),

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ROWS = ("trivial job", "collection", "packaging warm", "packaging cold", "S3 upload", "listing", "queue", "memory")
+ROWS = (
+    "trivial job, --network none",
+    "trivial job, --network bridge",
+    "project 5",
+    "collection",
+    "packaging warm",
+    "packaging cold",
+    "S3 upload",
+    "listing",
+    "queue",
+    "memory",
+)
 
 
 def test_bench_smoke_writes_its_table(busybox, tmp_path):
