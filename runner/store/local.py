@@ -221,6 +221,7 @@ class LocalStore:
 
         path = self.root / "index.sqlite"
         for attempt in range(50):
+            db = None
             try:
                 db = sqlite3.connect(path, timeout=30, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
@@ -228,7 +229,11 @@ class LocalStore:
                 db.executescript(_SCHEMA)
                 return db
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
+                if db is not None:
+                    db.close()  # a half-opened connection must not hold a lock while we wait
+                # "disk I/O error": another process is setting up the WAL's shared memory just now.
+                transient = "locked" in str(exc) or "disk I/O error" in str(exc)
+                if not transient or attempt == 49:
                     raise StoreError(f"the run index {path} cannot be opened: {exc}") from exc
                 time.sleep(0.05 + 0.01 * attempt)
             except sqlite3.DatabaseError as exc:
