@@ -51,7 +51,31 @@ def ensure_image(
         _pull(api, name, reporter, credentials)
         present = api.inspect_image(name)
     digests = present.get("RepoDigests") or []
+    _remember_user(present)
     return ImageInfo(name=name, digest=digests[0] if digests else None, id=present["Id"])
+
+
+# The USER of images this process inspected, by id: who a job runs as by default, known
+# without a second inspect of the same image.
+_USERS: dict[str, str] = {}
+
+
+def _remember_user(inspected: dict) -> None:
+    _USERS[inspected["Id"]] = (inspected.get("Config") or {}).get("User") or ""
+
+
+def image_user(api: docker.APIClient, image: str) -> str:
+    """The image's own USER ("" for root), from this process's inspect of it when there was one."""
+    if image in _USERS:
+        return _USERS[image]
+    try:
+        inspected = api.inspect_image(image)
+    except Exception as exc:
+        from .engine import short_message
+
+        raise EngineError(f"cannot inspect image {image}: {short_message(exc)}") from None
+    _remember_user(inspected)
+    return _USERS[inspected["Id"]]
 
 
 def ensure_pinned(api: docker.APIClient, image: ImageInfo, *, reporter: Reporter) -> ImageInfo:

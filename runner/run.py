@@ -440,9 +440,9 @@ def _cache_volumes(api, prepared: PreparedRun, user: User, image: str) -> tuple[
         name = f"anna-run-cache-{prepared.project_id}-{tag}"
         labels = {"io.anna-run.cache": path, "io.anna-run.project": prepared.project_id}
         try:
-            new = not _volume_exists(api, name)
+            new = not user.is_root and not _volume_exists(api, name)  # root: one call, as before
             api.create_volume(name, labels=labels)
-            if new and not user.is_root:
+            if new:
                 _give_volume(api, name, image, user)
         except EngineError:
             raise

@@ -54,12 +54,9 @@ def resolve_user(api: docker.APIClient, image: str, spec: str | None, cache_file
     Raises ConfigError for a name the image does not know, EngineError when the image
     cannot be read."""
     if spec is None:
-        try:
-            spec = (api.inspect_image(image).get("Config") or {}).get("User") or ""
-        except Exception as exc:
-            from .engine import short_message
+        from .image import image_user
 
-            raise EngineError(f"cannot inspect image {image}: {short_message(exc)}") from None
+        spec = image_user(api, image)
         if spec in ("", "0", "root", "0:0", "root:root"):
             return ROOT
     name, _, group = spec.partition(":")
