@@ -59,6 +59,9 @@ CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPU limit.")]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 4g.")]
 GpusOpt = Annotated[str | None, typer.Option("--gpus", help="GPUs: a count or 'all'.")]
 NetworkOpt = Annotated[str | None, typer.Option("--network", help="bridge or none.")]
+InputRunOpt = Annotated[
+    list[str] | None, typer.Option("--input-run", help="An earlier run whose outputs the job reads (repeatable).")
+]
 UserOpt = Annotated[str | None, typer.Option("--user", help="Run as uid[:gid] or name[:group] (default: the image's).")]
 KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the container after the run.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="No dependency cache volume.")]
@@ -208,6 +211,7 @@ def run_cmd(
     gpus: GpusOpt = None,
     network: NetworkOpt = None,
     user: UserOpt = None,
+    input_run: InputRunOpt = None,
     keep: KeepOpt = False,
     no_cache: NoCacheOpt = False,
     name: NameOpt = None,
@@ -342,6 +346,7 @@ def _run_request(options: dict[str, Any]):
         gpus=options["gpus"],
         network=options["network"],
         user=options["user"],
+        input_runs=tuple(options["input_run"] or ()),
         keep=options["keep"],
         no_cache=options["no_cache"],
         name=options["name"],
@@ -678,6 +683,7 @@ def submit_cmd(
     gpus: GpusOpt = None,
     network: NetworkOpt = None,
     user: UserOpt = None,
+    input_run: InputRunOpt = None,
     keep: KeepOpt = False,
     no_cache: NoCacheOpt = False,
     name: NameOpt = None,

@@ -34,7 +34,7 @@ PULL_POLICIES = ("if-not-present", "always", "never")
 PROJECT_FILE_NAMES = ("askanna.yml", "askanna.yaml")
 JOB_KEYS = (
     "job", "output", "environment", "timeout", "resources", "network",
-    "cache", "timezone", "schedule", "notifications", "description", "user",
+    "cache", "timezone", "schedule", "notifications", "description", "user", "input",
 )  # fmt: skip
 
 _T = "tag:yaml.org,2002:"
@@ -95,6 +95,7 @@ class Job:
     schedule: tuple[str, ...] = ()  # "m h d M w" cron strings, or aliases such as "@daily"
     notifications: Notifications | None = None
     user: str | None = None  # uid[:gid] or name[:group]; None: the image's own USER
+    input_runs: tuple[str, ...] = ()  # earlier runs whose outputs the job reads (ids, may be templated)
     line: int = 0  # 1-based line of the job's key in the file
 
 
@@ -418,6 +419,7 @@ class _Walker:
             schedule=self.schedule(get("schedule")),
             notifications=_maybe(get("notifications"), lambda n: self.notifications(n, "notifications")),
             user=_maybe(get("user"), self.user),
+            input_runs=_maybe(get("input"), self.input_runs) or (),
             line=key.start_mark.line + 1,
         )
 
@@ -521,6 +523,12 @@ class _Walker:
         if network not in ("bridge", "none"):
             raise self.error(f"network must be bridge or none, not {network!r}", node)
         return network
+
+    def input_runs(self, node: Node) -> tuple[str, ...]:
+        fields = self.fields(node, "input", ("runs",))
+        if "runs" not in fields:
+            return ()
+        return tuple(text.strip() for text, _ in self.strings(fields["runs"], "input.runs") if text.strip())
 
     def user(self, node: Node) -> str:
         text = node.value if isinstance(node, ScalarNode) else None
@@ -734,6 +742,10 @@ def json_schema() -> dict[str, Any]:
         "notifications": ("Who is emailed about runs.", {"$ref": "#/$defs/notifications"}),
         "description": ("Free text.", text),
         "user": ("The user the job runs as: uid[:gid] or name[:group]; default the image's USER.", text),
+        "input": (
+            "Earlier runs whose result and artifacts the job reads at /input/runs/<RUN>/.",
+            _object({"runs": {"anyOf": [text, {"type": "array", "items": text}]}}),
+        ),
     }
     recipients = _object({"email": texts}, additionalProperties=False)
     credentials = _object({"username": text, "password": text}, required=["username", "password"])

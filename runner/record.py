@@ -45,6 +45,15 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class InputRun:
+    """An earlier run whose outputs this run read (lineage)."""
+
+    run: str
+    job: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True)
 class BlobRef:
     id: str  # AskAnna-style short id derived from the content
     sha256: str
@@ -87,6 +96,7 @@ class RunRecord:
     log_truncated: bool = False
     upload: str | None = None  # "pending": kept in the local spool until `anna-run sync` uploads it
     settings: dict[str, Any] = field(default_factory=dict)  # resolved run settings (image, limits...)
+    inputs: tuple[InputRun, ...] = ()  # earlier runs whose result and artifacts this run read
     version: int = RECORD_VERSION
 
     @property
@@ -130,6 +140,7 @@ class RunRecord:
                 data[key] = dict(vars(data[key]))
         data["commands"] = [dict(vars(c)) for c in self.commands]
         data["artifacts"] = [dict(vars(a)) for a in self.artifacts]
+        data["inputs"] = [dict(vars(i)) for i in self.inputs]
         data["variables"] = dict(self.variables)
         data["settings"] = dict(self.settings)
         return data
@@ -150,6 +161,7 @@ class RunRecord:
         kwargs = _known(cls, data)
         kwargs["commands"] = tuple(CommandResult(**_known(CommandResult, c)) for c in data.get("commands") or ())
         kwargs["artifacts"] = tuple(FileInfo(**_known(FileInfo, a)) for a in data.get("artifacts") or ())
+        kwargs["inputs"] = tuple(InputRun(**_known(InputRun, i)) for i in data.get("inputs") or ())
         for key, kind in _NESTED:
             if (part := data.get(key)) is not None:
                 kwargs[key] = kind(**_known(kind, part))

@@ -81,13 +81,14 @@ class RunRequest:
     token: str = ""
     run_id: str | None = None  # set when the id must be known before the run (--detach, submit)
     no_cache: bool = False  # no dependency cache volumes
+    input_runs: tuple[str, ...] = ()  # --input-run: earlier runs whose outputs the job reads
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form (paths as text, tuples as lists); :meth:`from_json` reads it back."""
         data = asdict(self)
         data["project"] = str(self.project) if self.project is not None else None
         data["env_files"] = [str(path) for path in self.env_files]
-        for name in ("variables", "secrets"):
+        for name in ("variables", "secrets", "input_runs"):
             data[name] = list(data[name])
         return data
 
@@ -99,6 +100,7 @@ class RunRequest:
         values["env_files"] = tuple(Path(p) for p in values.get("env_files") or ())
         values["variables"] = tuple(values.get("variables") or ())
         values["secrets"] = tuple(values.get("secrets") or ())
+        values["input_runs"] = tuple(values.get("input_runs") or ())
         return cls(**values)
 
     def dumps(self) -> str:
@@ -173,6 +175,7 @@ class PreparedRun:
     masker: Masker
     warnings: tuple[str, ...]  # masked
     source: FromTree | FromStore
+    input_runs: tuple[str, ...] = ()  # the job's input.runs, rendered, then --input-run
     temp_dir: Path | None = None  # a copy of a payload read from stdin, removed by cleanup()
 
     @property
@@ -299,10 +302,20 @@ def _checked(
             warnings=tuple(masker.mask(warning) for warning in warnings),
             source=source,
             temp_dir=temp_dir,
+            input_runs=_input_runs(request, job, variables),
         )
         render_outputs(prepared, variables)
         check_arithmetic(arithmetic, variables, where=f"job '{job.name}'")
     return prepared
+
+
+def _input_runs(request: RunRequest, job: Job, variables: Variables) -> tuple[str, ...]:
+    from .inputs import check_refs
+
+    values = variables.as_dict()
+    where = f"job '{job.name}' input.runs"
+    rendered = [render(ref, values, where=where).strip() for ref in job.input_runs]
+    return check_refs([ref for ref in rendered if ref] + list(request.input_runs), where=where)
 
 
 @contextlib.contextmanager

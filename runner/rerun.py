@@ -78,6 +78,7 @@ def rerun_request(
         gpus=str(s["gpus"]) if s.get("gpus") is not None else None,
         network=s.get("network") or "bridge",
         user=s.get("user"),
+        input_runs=tuple(i.run for i in original.inputs),
         keep=keep,
         name=original.name,
         description=original.description,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from . import __version__, codecache
 from .errors import AnnaRunError, Cancelled, EngineError
 from .ids import suuid_from_digest
+from .inputs import input_members, input_refs, resolve_inputs
 from .orphans import runner_identity
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
 from .report import MaskedReporter, Reporter
@@ -76,10 +77,13 @@ class Staged:
     package: Package
     payload: BlobRef | None
     variables: Variables  # with the real package id
+    inputs: tuple[RunRecord, ...] = ()  # the earlier runs whose outputs the job reads
 
 
 def stage(prepared: PreparedRun, store: Store, reporter: Reporter) -> Staged:
-    """Put the run's code package and payload in the store (unchanged ones are not sent again)."""
+    """Put the run's code package and payload in the store (unchanged ones are not sent again).
+    The input runs are looked up first: one the store lacks is a ConfigError before anything."""
+    inputs = resolve_inputs(store, prepared.input_runs)
     package = _package(prepared, store, reporter)
     store.publish_package(package.path, package.sha256)  # S3: up once, unless already there
     payload = None
@@ -87,7 +91,7 @@ def stage(prepared: PreparedRun, store: Store, reporter: Reporter) -> Staged:
         info = prepared.payload
         store.add_payload(prepared.payload_file, info.sha256)
         payload = BlobRef(id=suuid_from_digest(info.sha256), sha256=info.sha256, size=info.size)
-    return Staged(package, payload, prepared.variables_for(package.sha256))
+    return Staged(package, payload, prepared.variables_for(package.sha256), inputs)
 
 
 class Recorder:
@@ -228,6 +232,7 @@ def first_record(
         project=prepared.project_id,
         project_root=prepared.project_root,
         rerun_of=rerun_of,
+        inputs=input_refs(staged.inputs),
         status="running",
         commands=tuple(CommandResult(command=c, exit_code=None) for c in prepared.job.commands),
         created_at=now_iso(),
@@ -330,7 +335,7 @@ def _in_sandbox(
     spec = SandboxSpec(
         image=code or base,
         name=f"anna-run-{record.id}",
-        environment=_environment(staged.variables, user),
+        environment=_environment(staged.variables, user, staged.inputs),
         user=prepared.settings.user,
         labels=labels,
         entrypoint=command,
@@ -338,7 +343,7 @@ def _in_sandbox(
         cpus=settings.cpus,
         memory=settings.memory,
         gpus=settings.gpus,
-        payload=prepared.payload is not None,
+        payload=prepared.payload is not None or bool(staged.inputs),
         volumes=_cache_volumes(api, prepared, user, base),
     )
     files = recorder.store.run_files(record.id)
@@ -360,8 +365,8 @@ def _in_sandbox(
                 setup = setup_members(user.uid, user.gid, user.home, script if script_tar is not None else None)
                 tree = owned_copy(package.path, uid=user.uid, gid=user.gid, prefix="code", before=setup)
                 sandbox.put_archive("/", _counted(tree, "package", package.size, reporter))
-            if prepared.payload_file is not None:
-                sandbox.put_payload(_single_file_tar(prepared.payload_file, "payload.json"))
+            if prepared.payload_file is not None or staged.inputs:
+                sandbox.put_payload(_input_tar(recorder.store, prepared.payload_file, staged.inputs))
             reporter.step_done("copy")
             reporter.step_started("run", f"{prepared.job.name} in {rendered.image}")
             outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=grace_s())
@@ -484,8 +489,10 @@ def _give_volume(api, volume: str, image: str, user: User) -> None:
                 api.remove_container(helper, force=True, v=False)
 
 
-def _environment(variables: Variables, user: User) -> dict[str, str]:
+def _environment(variables: Variables, user: User, inputs: tuple[RunRecord, ...] = ()) -> dict[str, str]:
     environment = variables.as_dict()
+    if inputs:
+        environment["AA_INPUT_RUNS"] = " ".join(record.id for record in inputs)
     if user.home == FALLBACK_HOME:
         environment.setdefault("HOME", FALLBACK_HOME)
     return environment
@@ -508,7 +515,15 @@ def _file_chunks(path: Path, step: str, total: int, reporter: Reporter) -> Itera
             yield chunk
 
 
-def _single_file_tar(path: Path, name: str) -> Iterator[bytes]:
+def _input_tar(store: Store, payload: Path | None, inputs: tuple[RunRecord, ...]) -> Iterator[bytes]:
+    """What the read-only /input volume holds: the payload and the input runs' outputs."""
+    yield from input_members(store, inputs)
+    if payload is not None:
+        yield from _single_file_tar(payload, "payload.json", end=False)
+    yield b"\0" * 1024
+
+
+def _single_file_tar(path: Path, name: str, *, end: bool = True) -> Iterator[bytes]:
     """A tar of one read-only file, streamed: header, content, padding, end blocks."""
     size = path.stat().st_size
     info = tarfile.TarInfo(name)
@@ -517,7 +532,7 @@ def _single_file_tar(path: Path, name: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             yield chunk
-    yield b"\0" * ((512 - size % 512) % 512) + b"\0" * 1024
+    yield b"\0" * ((512 - size % 512) % 512) + (b"\0" * 1024 if end else b"")
 
 
 __all__ = ["PAYLOAD_PATH", "Recorder", "Staged", "execute", "run_job", "stage"]

@@ -14,6 +14,7 @@ from anna_run.record import (
     CommandResult,
     FileInfo,
     ImageInfo,
+    InputRun,
     RunRecord,
     now_iso,
     parse_iso,
@@ -60,6 +61,7 @@ def full_record() -> RunRecord:
         log_truncated=True,
         upload="pending",
         settings={"image": "python:3.11-slim", "cpus": 1.5, "memory": 1 << 30, "network": "none"},
+        inputs=(InputRun(run="Ab12-Cd34-Ef56-Gh78", job="train", status="succeeded"),),
     )
 
 
