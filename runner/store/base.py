@@ -63,6 +63,13 @@ class RunFiles:
         self._folder.mkdir(parents=True, exist_ok=True)
         return open(self._folder / LOG_FILES[stream], "w", encoding="utf-8", errors="replace")
 
+    def append_log(self, line: str) -> None:
+        """Add ``line`` (already masked) to the end of the run's log.txt: what happened after
+        the job's output ended, e.g. a notification mail that could not be sent."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        with open(self._folder / LOG_FILES["log"], "a", encoding="utf-8", errors="replace") as f:
+            f.write(line.rstrip("\n") + "\n")
+
     def output_folder(self, kind: str) -> Path:
         """Where ``collect`` extracts the run's ``result`` or ``artifacts`` (its own safe writer)."""
         if kind not in OUTPUT_FOLDERS:
