@@ -27,6 +27,7 @@ from ..record import RunRecord
 
 if TYPE_CHECKING:
     from ..package import Package
+    from .schedules import ScheduleBook
 
 LOG_FILES = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}
 
@@ -131,6 +132,9 @@ class Store(Protocol):
     def add_payload(self, src: Path, sha256: str) -> Path: ...
     def payload_path(self, sha256: str) -> Path: ...
     def cache_dir(self) -> Path: ...
+    def schedules(self) -> ScheduleBook:
+        """The schedule registrations and fire decisions (ConfigError where not supported)."""
+        ...
 
     # -- runs ----------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path: ...
