@@ -116,9 +116,10 @@ def enable(project_dir: Path | None, jobs: tuple[str, ...], store: Store) -> lis
     now = now_iso()
     registered = []
     for job in selected:
+        kept = {registration_id(project_id, job.name, cron) for cron in job.schedule}
         for old in book.entries():
-            if old.project == project_id and old.job == job.name:
-                book.remove(old.id)
+            if old.project == project_id and old.job == job.name and old.id not in kept:
+                book.remove(old.id)  # an entry no longer in the file; the others keep their history
         for cron in dict.fromkeys(job.schedule):
             registration = Registration(
                 id=registration_id(project_id, job.name, cron),
@@ -170,7 +171,8 @@ def _check_unattended(project: Project, job: Job) -> None:
     except ConfigError as exc:
         raise ConfigError(
             f"job {job.name!r} cannot be scheduled: {exc.message}",
-            hint="a scheduled run gets only the variables in askanna.yml; secrets (--secret) are never stored",
+            hint="a scheduled run gets only the variables in askanna.yml (secrets are never stored); "
+            "`schedules enable JOB...` enables the others",
         ) from None
     prepared.cleanup()
 
@@ -352,14 +354,25 @@ def run_scheduled(store: Store, entry_id: str, run_id: str, reporter: Reporter) 
             message = exc.message if isinstance(exc, AnnaRunError) else f"{type(exc).__name__}: {exc}"
             return _refused(store, reg, run_id, message)
         try:
-            record = execute(prepared, connect(), store, reporter)
+            final = execute(prepared, connect(), store, reporter)
         finally:
             prepared.cleanup()
-        if record.trigger is None:  # until run.first_record copies the request's trigger
-            record = store.save_record(record.evolve(trigger="schedule")) or record
-        return record
+            marked = _marked_scheduled(store, run_id)  # however the run ended (cancelled: raised)
+        return marked or final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _marked_scheduled(store: Store, run_id: str) -> RunRecord | None:
+    """The run's record with ``"trigger": "schedule"`` (until run.first_record copies the
+    request's trigger itself)."""
+    try:
+        record = store.get(run_id)
+    except AnnaRunError:
+        return None
+    if record.trigger is None:
+        record = store.save_record(record.evolve(trigger="schedule")) or record
+    return record
 
 
 def _refused(store: Store, reg: Registration, run_id: str, reason: str) -> RunRecord:

@@ -54,3 +54,35 @@ def test_every_minute_entry_fires_once_with_two_schedulers(env, busybox):
     assert listed[0]["last_run"] in started and listed[0]["next_fire_utc"]
     assert env.run("schedules", "disable").returncode == 0
     assert json.loads(env.run("schedules", "--json").stdout) == []
+
+
+def test_sigterm_stops_the_scheduler_and_cancels_its_run(env, busybox, ours):
+    env.project(f"""
+        environment: {{image: {BB}}}
+        slow:
+          job: ["echo started; sleep 300"]
+          network: none
+          schedule: "* * * * *"
+        """)
+    assert env.run("schedules", "enable").returncode == 0
+    scheduler = env.popen("scheduler", ANNA_RUN_GRACE="2")
+    try:
+        deadline = time.monotonic() + 75
+        running = []
+        while time.monotonic() < deadline and not running:
+            running = [r for r in env.records() if r["status"] == "running" and _said_started(env, r["id"])]
+            time.sleep(0.5)
+        assert running, "the scheduled run did not start within 75 s"
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        _out, err = scheduler.communicate(timeout=60)
+    assert scheduler.returncode == 0, err
+    [record] = [r for r in env.records() if r["id"] == running[0]["id"]]
+    assert record["status"] == "cancelled" and record["trigger"] == "schedule"
+    assert ours() == set()
+    assert b"scheduler stopped" in err
+
+
+def _said_started(env, run_id: str) -> bool:
+    log = env.run_dir(run_id) / "log.txt"
+    return log.is_file() and "started" in log.read_text()

@@ -217,7 +217,7 @@ def test_enable_refuses_a_job_that_needs_a_secret_and_one_without_schedule(tmp_p
     store = LocalStore(tmp_path / "store")
     with pytest.raises(ConfigError, match=r"secretive.*cannot be scheduled") as err:
         schedule.enable(root, (), store)
-    assert "API_TOKEN" in err.value.message and "--secret" in (err.value.hint or "")
+    assert "API_TOKEN" in err.value.message and "secrets are never stored" in (err.value.hint or "")
     with pytest.raises(ConfigError, match="no schedule"):
         schedule.enable(root, ("manual",), store)
     assert store.schedules().entries() == []  # nothing registered when refused
