@@ -419,16 +419,26 @@ def serve(
 
     def start(reg: Registration, run_id: str, at: datetime) -> None:
         cmd = [sys.executable, "-m", "anna_run.cli", "_scheduled-run", "--store", store.location, reg.id, run_id]
-        with store.run_files(run_id).open_runner_log() as log:
-            children[run_id] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
+        try:
+            with store.run_files(run_id).open_runner_log() as log:
+                children[run_id] = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+        except OSError as exc:  # the fire time is taken: its run says why it never ran
+            _refused(store, reg, run_id, f"could not start: {exc.strerror or exc}")
+            say(f"{_utc(at)} {reg.job}: run {run_id} could not start: {exc.strerror or exc}")
+            return
         say(f"{_utc(at)} {reg.job} ({reg.cron}, {reg.timezone}): started run {run_id}")
 
     scheduler = Scheduler(store, start)
     say(f"scheduler on {store.location}: {len(scheduler.book.entries())} schedule(s)")
     while not stop.is_set():
-        for fire in scheduler.tick():
+        try:
+            decided = scheduler.tick()
+        except AnnaRunError as exc:  # e.g. the store briefly unwritable: try again next tick
+            say(f"error: {exc.message}")
+            decided = []
+        for fire in decided:
             if fire.outcome != "started":
                 say(
                     f"{_utc(fire.at)} {fire.entry}: {fire.outcome}"
