@@ -182,3 +182,62 @@ def test_validate_note_only_when_mail_is_asked_and_no_smtp(tmp_path):
     assert "ANNA_RUN_SMTP_URL" in (smtp_note(project, {}) or "")
     assert smtp_note(project, {"ANNA_RUN_SMTP_URL": "smtp://127.0.0.1"}) is None
     assert smtp_note(_project(tmp_path, "a:\n  job: [echo]\n"), {}) is None
+
+
+# -- TLS: STARTTLS when offered, smtps://, and a login ---------------------------------------------
+@pytest.fixture
+def tls_files(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, trusted through SSL_CERT_FILE (which the default
+    SSL context reads) for this test only."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make a test certificate", pytrace=False)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject, *files],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return cert, key
+
+
+class _Logins:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        self.seen.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password == b"pa:ss")
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "smtps"])
+def test_tls_and_login(tmp_path, tls_files, monkeypatch, implicit):
+    import ssl
+
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box, logins, port = Inbox(), _Logins(), _free_port()
+    # aiosmtpd does not count an implicit-TLS session as TLS for auth_require_tls: asked only of STARTTLS
+    options = {"ssl_context": context} if implicit else {"tls_context": context, "require_starttls": True}
+    controller = Controller(
+        box, hostname="127.0.0.1", port=port, authenticator=logins, auth_require_tls=not implicit, **options
+    )
+    controller.start()
+    try:
+        scheme = "smtps" if implicit else "smtp"
+        monkeypatch.setenv("ANNA_RUN_SMTP_URL", f"{scheme}://me:pa%3Ass@127.0.0.1:{port}")
+        project = _project(tmp_path, YML)
+        assert notify_run_end(project, project.job("plain"), _record("succeeded"), _mask) is None
+    finally:
+        controller.stop()
+    assert logins.seen == [("me", "pa:ss")]
+    [(to, _)] = box.mails
+    assert to == ("everyone@example.com",)
