@@ -235,3 +235,14 @@ def test_fires_are_kept_in_bounds(tmp_path: Path, monkeypatch):
         scheduler.tick()
         clock.now += timedelta(minutes=1)
     assert len(store.schedules().fires(entry)) == 5
+
+
+def test_a_fire_whose_package_is_gone_is_recorded_failed(tmp_path: Path):
+    from anna_run.report import SilentReporter
+
+    store = LocalStore(tmp_path / "store")
+    entry = _register(store, utc(2026, 6, 1, 12))
+    record = schedule.run_scheduled(store, entry, "aaaa-bbbb-cccc-dddd", SilentReporter())
+    assert (record.status, record.trigger, record.job) == ("failed", "schedule", "j")
+    assert record.reason.startswith("schedule: ")
+    assert store.get("aaaa-bbbb-cccc-dddd").status == "failed"
