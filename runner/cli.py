@@ -386,6 +386,10 @@ def validate_cmd(
         for warning in proj.warnings:
             _say(f"warning: {warning}")
         typer.echo(views.validation_line(proj))
+    from .notify import smtp_note
+
+    if (note := smtp_note(proj)) is not None:
+        _say(note)  # a note, not a warning: --strict does not fail on it
     if strict and proj.warnings:
         count = len(proj.warnings)
         raise ConfigError(f"--strict: {count} warning{'s' if count != 1 else ''} in {proj.file}")
@@ -800,6 +804,83 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+# -- schedules (SPEC §9) ---------------------------------------------------------------------------
+ScheduleAction = Annotated[
+    str | None, typer.Argument(help="enable or disable; none: list the registered schedules.", show_default=False)
+]
+ScheduleJobs = Annotated[list[str] | None, typer.Argument(help="Jobs (default: every job with a schedule).")]
+
+
+@app.command("schedules")
+@handled
+def schedules_cmd(
+    action: ScheduleAction = None,
+    jobs: ScheduleJobs = None,
+    project: ProjectOpt = None,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List schedules; `schedules enable [JOB...]` registers a project's, `disable` removes them."""
+    from . import schedule
+
+    st = _store(store)
+    names = tuple(jobs or ())
+    if action is None:
+        entries = [state.to_dict() for state in schedule.states(st)]
+        if json_out:
+            _print_json(entries)
+        else:
+            _echo_lines(views.schedules_table(entries))
+        return
+    if action == "enable":
+        for reg in schedule.enable(project, names, st):
+            _say(f"enabled {reg.job}: {reg.cron} ({reg.timezone})")
+    elif action == "disable":
+        removed = schedule.disable(project, names, st)
+        _say(f"disabled {len(removed)} schedule(s)")
+    else:
+        raise ConfigError(
+            f"unknown schedules action {action!r}", hint="use `schedules`, `schedules enable` or `schedules disable`"
+        )
+
+
+@app.command("scheduler")
+@handled
+def scheduler_cmd(store: StoreOpt = None) -> None:
+    """Start the store's scheduled runs on this machine when due (a foreground service)."""
+    import signal
+    import threading
+
+    from . import schedule
+
+    st = _store(store)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    # SIGTERM (systemd) and Ctrl-C: no new fire; the runs going on are stopped and recorded.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    schedule.serve(st, stop, _say)
+    _say("scheduler stopped")
+
+
+@app.command("_scheduled-run", hidden=True)
+@handled
+def scheduled_run_cmd(entry: str, run_id: str, store: StoreOpt = None) -> None:
+    """One fire of a registered schedule, started by `anna-run scheduler`."""
+    import signal
+
+    from .progress import PlainReporter
+    from .schedule import run_scheduled
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    record = run_scheduled(_store(store), entry, run_id, PlainReporter())
+    _say(views.summary(record))
+    raise typer.Exit(exit_code_for(record))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class RunRecord:
     runner: str | None = None  # host:pid:start of the anna-run process that owns a live run
     container: str | None = None
     rerun_of: str | None = None
+    trigger: str | None = None  # what started the run: cli | submit | rerun | schedule (None: before this field)
     queue: str | None = None  # the runner-host queue of a submitted run (`anna-run submit`); None: local
     attempts: int = 1  # times a runner host started the run (2: taken over from a lost host); 0: queued
     worker: str | None = None  # the runner-host worker that ran (the last attempt of) a submitted run

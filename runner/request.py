@@ -82,6 +82,7 @@ class RunRequest:
     run_id: str | None = None  # set when the id must be known before the run (--detach, submit)
     no_cache: bool = False  # no dependency cache volumes
     input_runs: tuple[str, ...] = ()  # --input-run: earlier runs whose outputs the job reads
+    trigger: str | None = None  # what started the run, kept in the record: cli | submit | rerun | schedule
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form (paths as text, tuples as lists); :meth:`from_json` reads it back."""

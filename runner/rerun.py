@@ -83,6 +83,7 @@ def rerun_request(
         name=original.name,
         description=original.description,
         no_cache=not s.get("cache"),
+        trigger="rerun",
     )
     package = Package(
         sha256=original.package.sha256, size=package_path.stat().st_size, files=0, path=package_path, reused=True

@@ -160,18 +160,41 @@ def execute(prepared: PreparedRun, engine, store: Store, reporter: Reporter) -> 
         raise Cancelled("cancelled") from None
     except Cancelled as exc:
         if record is not None and not exc.recorded:  # else the sandbox recorded how far it got
-            recorder.finish(record, status="cancelled", reason="cancelled by the user")
+            record = recorder.finish(record, status="cancelled", reason="cancelled by the user")
         raise
     except EngineError as exc:
         if record is not None:
-            recorder.finish(record, status="failed", reason=f"engine: {exc.message}")
+            record = recorder.finish(record, status="failed", reason=f"engine: {exc.message}")
         raise
     except Exception as exc:  # a store fault or a bug: the record still says how the run ended
         if record is not None:
             message = exc.message if isinstance(exc, AnnaRunError) else f"internal error: {type(exc).__name__}: {exc}"
-            recorder.finish(record, status="failed", reason=message)
+            record = recorder.finish(record, status="failed", reason=message)
         raise
+    finally:
+        if record is not None:
+            record = notified(prepared, recorder, record, reporter)
     return record
+
+
+def notified(prepared: PreparedRun, recorder: Recorder, record: RunRecord, reporter: Reporter) -> RunRecord:
+    """Mail the run's end to its notifications addresses. A mail that cannot be sent is a warning
+    in the run's log and record; the run's status and exit code never change because of mail."""
+    from .notify import notify_run_end
+
+    if not (prepared.job.notifications or prepared.project.notifications):
+        return record
+    if not record.is_final:  # the sandbox recorded the end itself (a cancel): read it back
+        with contextlib.suppress(AnnaRunError):
+            record = recorder.store.get(record.id)
+        if not record.is_final:
+            return record
+    warning = notify_run_end(prepared.project, prepared.job, record, prepared.masker.mask)
+    if warning is None:
+        return record
+    reporter.warning(warning)
+    recorder.store.run_files(record.id).append_log(f"anna-run: warning: {warning}")
+    return recorder.save(record.evolve(warnings=(*record.warnings, warning)))
 
 
 def _image(prepared: PreparedRun, api, store: Store, rendered: Rendered, variables: Variables, reporter: Reporter):
@@ -232,6 +255,7 @@ def first_record(
         project=prepared.project_id,
         project_root=prepared.project_root,
         rerun_of=rerun_of,
+        trigger=prepared.request.trigger or "cli",
         inputs=input_refs(staged.inputs),
         status="running",
         commands=tuple(CommandResult(command=c, exit_code=None) for c in prepared.job.commands),
@@ -276,6 +300,7 @@ def queued_record(prepared: PreparedRun, staged: Staged | None = None) -> RunRec
         project=prepared.project_id,
         project_root=prepared.project_root,
         status="queued",
+        trigger=prepared.request.trigger or "cli",
         created_at=now_iso(),
         name=prepared.request.name,
         description=prepared.request.description,

@@ -183,3 +183,27 @@ def hosts_table(workers: list[dict]) -> list[str]:
             (w["worker"], w["host"], ",".join(w["queues"]), f"{len(w['runs'])}/{w['concurrency']}", w["state"], running)
         )
     return table(rows)
+
+
+# -- schedules -------------------------------------------------------------------------------------
+def schedules_table(entries: list[dict]) -> list[str]:
+    """`anna-run schedules`: one row a registered entry (``EntryState.to_dict()`` each)."""
+    if not entries:
+        return ["no schedules registered (`anna-run schedules enable` in a project registers its jobs')"]
+    rows = [("JOB", "CRON", "TIMEZONE", "NEXT (TZ)", "NEXT (UTC)", "LAST RUN", "MISSED", "SKIPPED", "PROJECT")]
+    for e in entries:
+        last = f"{e['last_run']} {e['last_status'] or '?'}" if e["last_run"] else "-"
+        rows.append(
+            (
+                e["job"],
+                e["cron"],
+                e["timezone"],
+                _when(e["next_fire"]) or "-",
+                _when(e["next_fire_utc"]) or "-",
+                last,
+                str(len(e["missed"])) + (f" (last {_when(e['missed'][-1])})" if e["missed"] else ""),
+                str(len(e["skipped"])) + (f" (last {_when(e['skipped'][-1])})" if e["skipped"] else ""),
+                e["project_root"],
+            )
+        )
+    return table(rows)

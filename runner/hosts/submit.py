@@ -42,7 +42,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
 
     settings = host_settings()  # no broker named: a config error before anything else
     _check_queue(queue)
-    request = with_run_id(request)
+    request = dataclasses.replace(with_run_id(request), trigger=request.trigger or "submit")
     prepared = prepare(request, reporter)
     try:
         r = redis_client(settings)

@@ -27,6 +27,7 @@ from ..record import RunRecord
 
 if TYPE_CHECKING:
     from ..package import Package
+    from .schedules import ScheduleBook
 
 LOG_FILES = {"log": "log.txt", "stdout": "stdout.log", "stderr": "stderr.log"}
 
@@ -62,6 +63,13 @@ class RunFiles:
         """A text writer for ``stream`` (log, stdout or stderr), truncated."""
         self._folder.mkdir(parents=True, exist_ok=True)
         return open(self._folder / LOG_FILES[stream], "w", encoding="utf-8", errors="replace")
+
+    def append_log(self, line: str) -> None:
+        """Add ``line`` (already masked) to the end of the run's log.txt: what happened after
+        the job's output ended, e.g. a notification mail that could not be sent."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        with open(self._folder / LOG_FILES["log"], "a", encoding="utf-8", errors="replace") as f:
+            f.write(line.rstrip("\n") + "\n")
 
     def output_folder(self, kind: str) -> Path:
         """Where ``collect`` extracts the run's ``result`` or ``artifacts`` (its own safe writer)."""
@@ -124,6 +132,9 @@ class Store(Protocol):
     def add_payload(self, src: Path, sha256: str) -> Path: ...
     def payload_path(self, sha256: str) -> Path: ...
     def cache_dir(self) -> Path: ...
+    def schedules(self) -> ScheduleBook:
+        """The schedule registrations and fire decisions (ConfigError where not supported)."""
+        ...
 
     # -- runs ----------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path: ...

@@ -24,6 +24,7 @@ from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy, atomic_write
 from ..record import RunRecord
 from .base import LOG_FILES, RunFiles, SyncReport, check_relpath
+from .schedules import ScheduleBook
 
 if TYPE_CHECKING:
     from ..package import Package
@@ -69,6 +70,10 @@ class LocalStore:
 
     def cache_dir(self) -> Path:
         return self.root / "cache"
+
+    def schedules(self) -> ScheduleBook:
+        """The store's schedule registrations and fire decisions (``schedules/``)."""
+        return ScheduleBook(self.root / "schedules")
 
     def payload_path(self, sha256: str) -> Path:
         return self.root / "payloads" / f"{sha256}.json"

@@ -30,7 +30,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy
@@ -95,6 +95,14 @@ class S3Store:
 
     def cache_dir(self) -> Path:
         return self.spool.root / "cache"
+
+    def schedules(self) -> NoReturn:
+        """Not yet: registrations must be seen by every host, and the one-fire lock needs an
+        atomic create the bucket does not give as the local O_EXCL does."""
+        raise ConfigError(
+            f"schedules are kept in a directory store for now, not in {self.location}",
+            hint="use --store DIR (or ANNA_RUN_STORE=DIR) for `schedules` and `scheduler`",
+        )
 
     def package_file(self, sha256: str) -> Path:
         return self.packages_dir() / f"{sha256}.tar"

@@ -55,6 +55,7 @@ def full_record() -> RunRecord:
         runner="box:123:456",
         container="0123456789ab",
         rerun_of="zzzz-yyyy-xxxx-wwww",
+        trigger="rerun",
         queue="gpu",
         attempts=2,
         worker="anna-run.42@box",
