@@ -33,3 +33,15 @@ def test_dates_example_uses_payload_variables(env, python_image):
     assert f"using trained model {payload['TRAINED_MODEL_ID']}" in res.stdout
     report = env.run("result").stdout
     assert payload["FROM_DATE"] in report and payload["UNTIL_DATE"] in report
+
+
+def test_train_serve_example_reads_the_trained_model(env, python_image):
+    shutil.copytree(REPO / "examples/train-serve", env.root)
+    trained = env.run("train", "--network", "none", timeout=300)
+    assert trained.returncode == 0, trained.output
+    train_id = env.last()["id"]
+    (env.root / "payload.json").write_text(json.dumps({"MODEL_RUN": train_id}))
+    served = env.run("serve", "--payload", "payload.json", "--network", "none", timeout=300)
+    assert served.returncode == 0, served.output
+    assert json.loads(env.run("result").stdout) == {"x": 10, "y": 19.95}
+    assert env.last()["inputs"] == [{"run": train_id, "job": "train", "status": "succeeded"}]
