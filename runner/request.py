@@ -200,15 +200,7 @@ class PreparedRun:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _builtins(self, package_id: str) -> dict[str, str]:
-        return builtin_variables(
-            token=self.request.token,
-            run_id=self.run_id,
-            job=self.job.name,
-            project_id=self.project_id,
-            package_id=package_id,
-            payload_id=suuid_from_digest(self.payload.sha256) if self.payload else None,
-            timezone=self.settings.timezone,
-        )
+        return _builtins(self.request, self.run_id, self.job, self.project_id, self.payload, self.settings, package_id)
 
 
 def prepare(request: RunRequest, reporter: Reporter, source: FromTree | FromStore | None = None) -> PreparedRun:
@@ -266,15 +258,7 @@ def _checked(
     }
     run_id = request.run_id or new_suuid()
     settings = settings_for(request, project, job)
-    builtins = builtin_variables(
-        token=request.token,
-        run_id=run_id,
-        job=job.name,
-        project_id=project_id,
-        package_id=STAND_IN_PACKAGE_ID,
-        payload_id=suuid_from_digest(payload.sha256) if payload else None,
-        timezone=settings.timezone,
-    )
+    builtins = _builtins(request, run_id, job, project_id, payload, settings, STAND_IN_PACKAGE_ID)
     variables = resolve(**sources, builtins=builtins)
     masker = variables.masker()
     with masked_errors(masker):  # a secret in an output path or image name stays out of the message
@@ -317,6 +301,26 @@ def _input_runs(request: RunRequest, job: Job, variables: Variables) -> tuple[st
     where = f"job '{job.name}' input.runs"
     rendered = [render(ref, values, where=where).strip() for ref in job.input_runs]
     return check_refs([ref for ref in rendered if ref] + list(request.input_runs), where=where)
+
+
+def _builtins(
+    request: RunRequest,
+    run_id: str,
+    job: Job,
+    project_id: str,
+    payload: PayloadInfo | None,
+    settings: Settings,
+    package_id: str,
+) -> dict[str, str]:
+    return builtin_variables(
+        token=request.token,
+        run_id=run_id,
+        job=job.name,
+        project_id=project_id,
+        package_id=package_id,
+        payload_id=suuid_from_digest(payload.sha256) if payload else None,
+        timezone=settings.timezone,
+    )
 
 
 @contextlib.contextmanager

@@ -98,6 +98,31 @@ class RunFiles:
         return open(self._folder / RUNNER_LOG, "ab")
 
 
+class FolderStore:
+    """What both stores give the steps from the local folder they keep files in (the store
+    itself, or the S3 spool): packing into it, its cache files and a run's files. A subclass
+    has ``local_root``, ``packages_dir()``, ``cache_dir()`` and ``run_dir(id)``."""
+
+    local_root: Path
+
+    def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
+        from ..package import build_package
+
+        return build_package(
+            root,
+            self.packages_dir(),
+            cache_file=self.cache_file(f"stat-{cache_key}.json"),
+            exclude=[self.local_root],  # a store (or spool) inside the project is never packed
+            progress=progress,
+        )
+
+    def cache_file(self, name: str) -> Path:
+        return self.cache_dir() / name
+
+    def run_files(self, run_id: str) -> RunFiles:
+        return RunFiles(self.run_dir(run_id))
+
+
 class Store(Protocol):
     """A run store. A run writes into ``run_dir(id)`` (final place or spool) and publishes with
     ``save_record``; readers only see what a record names."""

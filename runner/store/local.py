@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy, atomic_write
 from ..record import RunRecord
-from .base import LOG_FILES, RunFiles, SyncReport, check_relpath
+from .base import LOG_FILES, FolderStore, SyncReport, check_relpath
 from .schedules import ScheduleBook
 
 if TYPE_CHECKING:
-    from ..package import Package
+    pass
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
 """
 
 
-class LocalStore:
+class LocalStore(FolderStore):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
@@ -92,23 +92,6 @@ class LocalStore:
     # -- runs ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
-
-    def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
-        from ..package import build_package
-
-        return build_package(
-            root,
-            self.packages_dir(),
-            cache_file=self.cache_file(f"stat-{cache_key}.json"),
-            exclude=[self.local_root],  # a store (or spool) inside the project is never packed
-            progress=progress,
-        )
-
-    def cache_file(self, name: str) -> Path:
-        return self.cache_dir() / name
-
-    def run_files(self, run_id: str) -> RunFiles:
-        return RunFiles(self.run_dir(run_id))
 
     def save_record(self, record: RunRecord) -> RunRecord:
         text = record.to_json()

@@ -28,20 +28,19 @@ import functools
 import hashlib
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy
 from ..record import RunRecord, parse_iso
-from .base import LOG_FILES, RunFiles, SyncReport, check_relpath
+from .base import LOG_FILES, FolderStore, SyncReport, check_relpath
 from .s3_bucket import Bucket, LocalChanged, MiB, Progress, Unreachable, meta
 from .s3_config import S3Config, parse_s3_url, s3_config
 from .spool import Spool, SpoolFile, read_local, spool_root
 
 if TYPE_CHECKING:
-    from ..package import Package
     from ..report import Reporter
 
 _RUN_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -63,7 +62,7 @@ def open_s3_store(location: str, *, reporter: Reporter | None = None) -> S3Store
 
 
 # -- the store ------------------------------------------------------------------------------------
-class S3Store:
+class S3Store(FolderStore):
     """Runs, packages and payloads in ``s3://bucket/prefix``; a local spool for what is not up yet.
 
     ``bucket`` is the ``Bucket`` the objects go through (its transfer settings and byte count).
@@ -170,23 +169,6 @@ class S3Store:
     # -- runs ----------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.spool.run_dir(run_id)
-
-    def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
-        from ..package import build_package
-
-        return build_package(
-            root,
-            self.packages_dir(),
-            cache_file=self.cache_file(f"stat-{cache_key}.json"),
-            exclude=[self.local_root],  # a store (or spool) inside the project is never packed
-            progress=progress,
-        )
-
-    def cache_file(self, name: str) -> Path:
-        return self.cache_dir() / name
-
-    def run_files(self, run_id: str) -> RunFiles:
-        return RunFiles(self.run_dir(run_id))
 
     def save_record(self, record: RunRecord) -> RunRecord:
         """A live record stays in the spool; a final one is uploaded with its run's files."""
