@@ -57,3 +57,19 @@ def test_an_unknown_input_run_is_refused_before_anything(env, busybox, ours):
     assert bad.returncode == 2 and "is not a run id" in bad.stderr, bad.output
     listed = json.loads(env.run("runs", "--json").stdout or "[]") if env.store.exists() else []
     assert listed == []
+
+
+def test_inputs_come_from_an_s3_store(s3_env, busybox):
+    """The train run's outputs live in the bucket; the serve run gets them streamed from there."""
+    env = s3_env
+    env.project(YML)
+    trained = env.run("train", "--network", "none")
+    assert trained.returncode == 0, trained.output
+    train_id = env.last()["id"]
+    import shutil
+
+    shutil.rmtree(env.cache, ignore_errors=True)  # no local copy left: only the bucket has the outputs
+    res = env.run("serve", "--network", "none", "--var", f"MODEL_RUN={train_id}")
+    assert res.returncode == 0, res.output
+    assert "weights-1" in res.stdout.splitlines() and "0.9" in res.stdout.splitlines()
+    assert env.last()["inputs"][0]["run"] == train_id
