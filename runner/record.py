@@ -87,6 +87,8 @@ class RunRecord:
     log_truncated: bool = False
     upload: str | None = None  # "pending": kept in the local spool until `anna-run sync` uploads it
     settings: dict[str, Any] = field(default_factory=dict)  # resolved run settings (image, limits...)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # tracked: name -> last, min, max, count
+    tracked: dict[str, Any] = field(default_factory=dict)  # tracked variables: name -> last value
     version: int = RECORD_VERSION
 
     @property
@@ -106,6 +108,8 @@ class RunRecord:
                 return mask(value)
             if isinstance(value, list | tuple):
                 return type(value)(text(v) for v in value)
+            if isinstance(value, dict):
+                return {mask(k): text(v) for k, v in value.items()}
             return value
 
         return replace(
@@ -118,6 +122,8 @@ class RunRecord:
             description=text(self.description),
             image=replace(self.image, name=mask(self.image.name)) if self.image else None,
             settings={key: text(value) for key, value in self.settings.items()},
+            metrics=text(self.metrics),
+            tracked=text(self.tracked),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +138,8 @@ class RunRecord:
         data["artifacts"] = [dict(vars(a)) for a in self.artifacts]
         data["variables"] = dict(self.variables)
         data["settings"] = dict(self.settings)
+        data["metrics"] = dict(self.metrics)
+        data["tracked"] = dict(self.tracked)
         return data
 
     def to_json(self) -> str:
@@ -155,6 +163,9 @@ class RunRecord:
                 kwargs[key] = kind(**_known(kind, part))
         for key in ("refused", "warnings", "secret_names"):
             kwargs[key] = tuple(data.get(key) or ())
+        for key in ("metrics", "tracked"):  # absent in records written before tracking: defaults
+            if key in kwargs and not isinstance(kwargs[key], dict):
+                kwargs[key] = {}
         if len(kwargs) == len(_name_set(cls)):
             # Every field there (a record of this version, the usual case; the lists above are
             # always set, to what __init__ would default them to): set them as the

@@ -125,7 +125,14 @@ def test_one_module_builds_the_prepared_run() -> None:
 
 # Where a run's text leaves it: the reporter wrapper, the stored log, the record, the errors
 # (masked_errors in request.py) and the masker itself. Steps never mask by hand.
-MASKING_EDGES = {"anna_run.report", "anna_run.logsink", "anna_run.request", "anna_run.record", "anna_run.variables"}
+MASKING_EDGES = {
+    "anna_run.report",
+    "anna_run.logsink",
+    "anna_run.request",
+    "anna_run.record",
+    "anna_run.variables",
+    "anna_run.tracking",
+}
 
 
 def test_masking_happens_only_at_the_edges() -> None:
