@@ -5,8 +5,11 @@ record, masked, bounded; `metrics`, `runs --metric` and `compare` show them."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
+from test_ends import _wait_for_container
 
 BB = "anna-run/busybox:latest"
 CODE_LABEL = "io.anna-run.code"
@@ -212,3 +215,19 @@ mkdir -p out && echo "$MODEL" > out/r.txt
 
     one = env.run("compare", first["id"])
     assert one.returncode == 2 and "two or more" in one.stderr
+
+
+def test_tracked_when_cancelled(env, busybox, api):
+    _project(env, last="sleep 60")
+    proc = env.popen("t", "--network", "none", ANNA_RUN_GRACE="2")
+    try:
+        _wait_for_container(api, env)
+        time.sleep(2)  # the tracking lines are written in the first milliseconds
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err.decode()
+    (record,) = env.records()
+    assert record["status"] == "cancelled"
+    _assert_tracked(env, record)
