@@ -231,3 +231,15 @@ def test_tracked_when_cancelled(env, busybox, api):
     (record,) = env.records()
     assert record["status"] == "cancelled"
     _assert_tracked(env, record)
+
+
+def test_an_s3_store_keeps_the_tracking_files_with_the_run(s3_env, busybox):
+    _project(s3_env)
+    res = s3_env.run("t", "--network", "none")
+    assert res.returncode == 0, res.output
+    record = s3_env.last()
+    assert record["metrics"]["accuracy"]["last"] == 0.7 and record["tracked"] == {"model": "tree"}
+    names = [key.rsplit("/", 1)[-1] for key in s3_env.keys(f"runs/{record['id']}/")]
+    assert "metrics.jsonl" in names and "variables.jsonl" in names
+    shown = json.loads(s3_env.run("metrics", record["id"], "--json").stdout)
+    assert shown["tracked"] == {"model": "tree"}
