@@ -243,3 +243,12 @@ def test_an_s3_store_keeps_the_tracking_files_with_the_run(s3_env, busybox):
     assert "metrics.jsonl" in names and "variables.jsonl" in names
     shown = json.loads(s3_env.run("metrics", record["id"], "--json").stdout)
     assert shown["tracked"] == {"model": "tree"}
+
+
+def test_a_tracking_file_turned_into_a_symlink_is_not_followed(env, busybox):
+    _job(env, 'rm "$ANNA_RUN_METRICS" && ln -s /etc/passwd "$ANNA_RUN_METRICS"\n')
+    res = env.run("t", "--network", "none")
+    assert res.returncode == 0, res.output
+    record = env.last()
+    assert record["status"] == "succeeded" and record["metrics"] == {}
+    assert not (env.run_dir(record["id"]) / "metrics.jsonl").exists()
