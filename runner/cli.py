@@ -419,6 +419,9 @@ def runs_cmd(
     job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many.")] = None,
     reindex: Annotated[bool, typer.Option("--reindex", help="Rebuild the index from the records.")] = False,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Add a column of this metric's last value (repeatable).")
+    ] = None,
     project: ProjectOpt = None,
     store: StoreOpt = None,
     json_out: JsonOpt = False,
@@ -429,10 +432,12 @@ def runs_cmd(
         _say(f"reindexed {st.reindex()} run(s)")
     project_id = None if all_projects else _project_id_or_none(project)
     records = _notice_lost(st, st.list_runs(project=project_id, job=job, status=status, limit=limit))
+    metrics = metric or []
     if json_out:
-        _print_json([r.to_dict() for r in records])
+        # With --metric each record has "metric_last": {name: last value} of the metrics asked for.
+        _print_json([views.with_metric_last(r.to_dict(), r, metrics) if metrics else r.to_dict() for r in records])
         return
-    _echo_lines(views.runs_table(records))
+    _echo_lines(views.runs_table(records, metrics))
     waiting = sum(r.upload == "pending" for r in records)
     if waiting:
         _say(f"{waiting} run(s) not uploaded to {st.location} yet: run `anna-run sync`")
@@ -792,6 +797,38 @@ def shorthand(argv: list[str]) -> list[str]:
             return [*argv[:i], "run", *argv[i:]]
         return argv
     return argv
+
+
+# -- tracking (SPEC §7) ----------------------------------------------------------------------------
+@app.command("metrics")
+@handled
+def metrics_cmd(
+    run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Show a run's tracked metrics (last, min, max, count) and variables."""
+    _, record = _record(store, run, project)
+    if json_out:
+        _print_json(views.metrics_json(record))
+        return
+    _echo_lines(views.metrics_lines(record))
+
+
+@app.command("compare")
+@handled
+def compare_cmd(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes).")],
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare runs side by side: settings, variables, tracked variables, metrics, result."""
+    if len(runs) < 2:
+        raise ConfigError("compare needs two or more runs", hint="anna-run compare RUN RUN...")
+    st = _store(store)
+    records = [st.get(run) for run in runs]
+    if json_out:
+        _print_json(views.compare_json(records))
+        return
+    _echo_lines(views.compare_lines(records))
 
 
 def main() -> None:

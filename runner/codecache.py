@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 CODE_REPO = "anna-run/code"
 CODE_LABEL = "io.anna-run.code"
-SETUP_VERSION = "1"  # bump when what the setup puts in the image changes
+SETUP_VERSION = "2"  # bump when what the setup puts in the image changes
 DEFAULT_BOUND_MB = 4096
 DEFAULT_MIN_KB = 1024
 

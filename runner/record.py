@@ -98,6 +98,8 @@ class RunRecord:
     upload: str | None = None  # "pending": kept in the local spool until `anna-run sync` uploads it
     settings: dict[str, Any] = field(default_factory=dict)  # resolved run settings (image, limits...)
     inputs: tuple[InputRun, ...] = ()  # earlier runs whose result and artifacts this run read
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # tracked: name -> last, min, max, count
+    tracked: dict[str, Any] = field(default_factory=dict)  # tracked variables: name -> last value
     version: int = RECORD_VERSION
 
     @property
@@ -117,6 +119,8 @@ class RunRecord:
                 return mask(value)
             if isinstance(value, list | tuple):
                 return type(value)(text(v) for v in value)
+            if isinstance(value, dict):
+                return {mask(k): text(v) for k, v in value.items()}
             return value
 
         return replace(
@@ -129,6 +133,8 @@ class RunRecord:
             description=text(self.description),
             image=replace(self.image, name=mask(self.image.name)) if self.image else None,
             settings={key: text(value) for key, value in self.settings.items()},
+            metrics=text(self.metrics),
+            tracked=text(self.tracked),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +150,8 @@ class RunRecord:
         data["inputs"] = [dict(vars(i)) for i in self.inputs]
         data["variables"] = dict(self.variables)
         data["settings"] = dict(self.settings)
+        data["metrics"] = dict(self.metrics)
+        data["tracked"] = dict(self.tracked)
         return data
 
     def to_json(self) -> str:
@@ -168,6 +176,9 @@ class RunRecord:
                 kwargs[key] = kind(**_known(kind, part))
         for key in ("refused", "warnings", "secret_names"):
             kwargs[key] = tuple(data.get(key) or ())
+        for key in ("metrics", "tracked"):  # absent in records written before tracking: defaults
+            if key in kwargs and not isinstance(kwargs[key], dict):
+                kwargs[key] = {}
         if len(kwargs) == len(_name_set(cls)):
             # Every field there (a record of this version, the usual case; the lists above are
             # always set, to what __init__ would default them to): set them as the

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, codecache
 from .errors import AnnaRunError, Cancelled, EngineError
@@ -109,6 +109,7 @@ class Recorder:
         """The final record: how the run ended, and what it left (logs, outputs)."""
         sink = extra.pop("sink", None)
         collected = extra.pop("collected", None)
+        tracked = extra.pop("tracked", None)
         duration = extra.pop("duration", None)
         changes = {"status": status, "reason": reason, "finished_at": now_iso(), "runner": None}
         for key in ("commands", "exit_code"):
@@ -123,6 +124,9 @@ class Recorder:
             changes["artifacts"] = tuple(collected.artifacts)
             changes["refused"] = tuple(collected.refused)
             changes["warnings"] = record.warnings + tuple(f"not found: {p}" for p in collected.missing)
+        if tracked is not None:
+            changes["metrics"], changes["tracked"] = tracked.metrics, tracked.tracked
+            changes["warnings"] = changes.get("warnings", record.warnings) + tracked.warnings
         final = record.evolve(**changes)
         try:
             return self.save(final)
@@ -397,6 +401,7 @@ def _in_sandbox(
             outcome = sandbox.run(sink.write, timeout=settings.timeout, grace=grace_s())
             sink.close()
             sink.check()  # a store that filled up or went read-only: a store error, outputs not kept
+            tracked = _tracking(sandbox, files, prepared.masker, reporter)  # cancelled and timed out too
             status_text = None
             if not _engine_says_all(prepared.job, outcome):
                 status_text = sandbox.read_file(STATUS_PATH).decode(errors="replace")
@@ -415,7 +420,13 @@ def _in_sandbox(
         CommandResult(command=c.command, exit_code=s.exit_code, duration_s=s.duration_s)
         for c, s in zip(record.commands, statuses, strict=True)
     )
-    ended = {"commands": commands, "exit_code": outcome.exit_code, "duration": time.monotonic() - started, "sink": sink}
+    ended = {
+        "commands": commands,
+        "exit_code": outcome.exit_code,
+        "duration": time.monotonic() - started,
+        "sink": sink,
+        "tracked": tracked,
+    }
     if outcome.cancelled:
         recorder.finish(record, status="cancelled", reason="cancelled by the user", **ended)
         cancelled = Cancelled("cancelled; the container was stopped and removed")
@@ -424,6 +435,34 @@ def _in_sandbox(
     status, reason, exit_code = verdict(outcome, collected, rendered, settings)
     ended["exit_code"] = exit_code
     return recorder.finish(record, status=status, reason=reason, collected=collected, **ended)
+
+
+def _tracking(sandbox, files, masker: Masker, reporter: Reporter):
+    """The metrics and variables the job tracked, read out of the container line by line, stored
+    whole (masked) with the run and summed up for the record. Never changes how the run ended:
+    a file that cannot be read is a warning."""
+    from .script import TRACKING_PATHS
+    from .store.base import TRACKING_FILES
+    from .tracking import Tracked, limits_from_env, read_tracking
+
+    limits = limits_from_env()
+    found: dict[str, Any] = {}
+    warnings: list[str] = []
+    for kind, path in TRACKING_PATHS.items():
+        try:
+            with sandbox.open_file(path) as stream:
+                if stream is None:
+                    continue
+                with files.open_tracking(kind) as out:
+                    summary = read_tracking(stream, kind, TRACKING_FILES[kind], limits, out.write, masker)
+        except (EngineError, OSError) as exc:
+            warnings.append(f"tracked {kind} not read: {getattr(exc, 'message', exc)}")
+            continue
+        found[kind] = summary.stats if kind == "metrics" else summary.last
+        warnings.extend(summary.warnings)
+    for warning in warnings:
+        reporter.warning(warning)
+    return Tracked(metrics=found.get("metrics", {}), tracked=found.get("variables", {}), warnings=tuple(warnings))
 
 
 def _engine_says_all(job: Job, outcome) -> bool:
@@ -515,9 +554,13 @@ def _give_volume(api, volume: str, image: str, user: User) -> None:
 
 
 def _environment(variables: Variables, user: User, inputs: tuple[RunRecord, ...] = ()) -> dict[str, str]:
+    from .script import METRICS_PATH, VARIABLES_PATH
+
     environment = variables.as_dict()
     if inputs:
         environment["AA_INPUT_RUNS"] = " ".join(record.id for record in inputs)
+    environment["ANNA_RUN_METRICS"] = METRICS_PATH
+    environment["ANNA_RUN_VARIABLES"] = VARIABLES_PATH
     if user.home == FALLBACK_HOME:
         environment.setdefault("HOME", FALLBACK_HOME)
     return environment

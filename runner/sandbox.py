@@ -15,9 +15,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import EngineError
 
@@ -302,6 +302,26 @@ class Sandbox:
         except Exception as exc:
             raise _engine_error(f"cannot copy {path} out of the container", exc) from None
         return _archive_chunks(res, f"lost the copy of {path} out of the container")
+
+    @contextlib.contextmanager
+    def open_file(self, path: str) -> Iterator[IO[bytes] | None]:
+        """A regular file's content as a binary stream straight from the archive API (read it
+        line by line or in chunks: memory stays flat whatever its size); None when there is
+        nothing to read: the path is absent, empty (one HEAD request, no copy) or no regular file
+        (a symlink is never followed)."""
+        import tarfile
+
+        info = self.stat(path)
+        if info is None or "error" in info or not info.get("size"):
+            yield None
+            return
+        chunks = self.get_archive(path)
+        try:
+            with tarfile.open(fileobj=IterStream(chunks), mode="r|") as tar:
+                member = tar.next()
+                yield tar.extractfile(member) if member is not None and member.isfile() else None
+        finally:
+            chunks.close()
 
     def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
         """A small file's content (e.g. the status file), at most ``limit`` bytes, streamed."""

@@ -52,9 +52,10 @@ def summary(record: RunRecord) -> str:
     return line + f"; `anna-run show {record.id}`"
 
 
-def runs_table(records: Iterable[RunRecord]) -> list[str]:
-    """`anna-run runs`: one row a run, newest first as given."""
-    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME")]
+def runs_table(records: Iterable[RunRecord], metrics: Iterable[str] = ()) -> list[str]:
+    """`anna-run runs`: one row a run, newest first as given; a column of each metric's last value."""
+    metrics = tuple(metrics)
+    rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME", *metrics)]
     for r in records:
         rows.append(
             (
@@ -66,6 +67,7 @@ def runs_table(records: Iterable[RunRecord]) -> list[str]:
                 "" if r.duration_s is None else f"{r.duration_s:.1f}s",
                 f"queue {r.queue}" if r.queue is not None and r.status == "queued" else r.host,
                 r.name or "",
+                *(_value(metric_last(r, m)) if m in r.metrics else "" for m in metrics),
             )
         )
     return table(rows)
@@ -207,3 +209,110 @@ def schedules_table(entries: list[dict]) -> list[str]:
             )
         )
     return table(rows)
+
+
+# -- tracking --------------------------------------------------------------------------------------
+def _value(value: Any) -> str:
+    """A tracked value in a cell: text as it is, anything else as compact JSON."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def metrics_json(record: RunRecord) -> dict[str, Any]:
+    """`anna-run metrics RUN --json`."""
+    return {"run": record.id, "metrics": record.metrics, "tracked": record.tracked}
+
+
+def metrics_lines(record: RunRecord) -> list[str]:
+    """`anna-run metrics RUN`: its metrics (last, min, max, count), then its tracked variables."""
+    if not record.metrics and not record.tracked:
+        return [f"run {record.id} tracked no metrics or variables"]
+    lines = []
+    if record.metrics:
+        rows = [("METRIC", "LAST", "MIN", "MAX", "COUNT")]
+        for name, stat in sorted(record.metrics.items()):
+            cells = (_value(stat.get("last")), _value(stat.get("min")), _value(stat.get("max")))
+            rows.append((name, *cells, str(stat.get("count", ""))))
+        lines += table(rows)
+    if record.tracked:
+        if lines:
+            lines.append("")
+        lines += table([("VARIABLE", "VALUE"), *((name, _value(v)) for name, v in sorted(record.tracked.items()))])
+    return lines
+
+
+def metric_last(record: RunRecord, name: str) -> Any:
+    """The last value of metric ``name`` of a run (None when it has none)."""
+    stat = record.metrics.get(name)
+    return stat.get("last") if isinstance(stat, dict) else None
+
+
+def with_metric_last(data: dict[str, Any], record: RunRecord, metrics: list[str]) -> dict[str, Any]:
+    """A record's JSON form for `runs --json --metric`: with the last value of each metric asked for."""
+    data["metric_last"] = {name: metric_last(record, name) for name in metrics}
+    return data
+
+
+COMPARED = ("settings", "variables", "tracked", "metrics", "result")
+
+
+def compare_json(records: list[RunRecord]) -> dict[str, Any]:
+    """`anna-run compare --json`: per section, per key, the value of each run (in the order given)
+    and whether they differ."""
+
+    def section(values_of: Callable[[RunRecord], dict[str, Any]]) -> dict[str, Any]:
+        per_run = [values_of(r) for r in records]
+        keys = sorted({key for values in per_run for key in values})
+        out = {}
+        for key in keys:
+            values = [values.get(key) for values in per_run]
+            out[key] = {"values": values, "differs": any(v != values[0] for v in values[1:])}
+        return out
+
+    def metric_view(record: RunRecord) -> dict[str, Any]:
+        return {name: {k: stat.get(k) for k in ("last", "min", "max")} for name, stat in record.metrics.items()}
+
+    return {
+        "runs": [{"id": r.id, "job": r.job, "status": r.status, "name": r.name} for r in records],
+        "settings": section(lambda r: r.settings),
+        "variables": section(lambda r: r.variables),
+        "tracked": section(lambda r: r.tracked),
+        "metrics": section(metric_view),
+        "result": section(lambda r: {"sha256": r.result.sha256 if r.result else None}),
+    }
+
+
+def compare_lines(records: list[RunRecord]) -> list[str]:
+    """`anna-run compare`: the sections side by side, one column a run; `*` marks a row that differs."""
+    data = compare_json(records)
+    rows: list[tuple[str, ...]] = [("", "", *(r.id for r in records))]
+    rows.append(("", "job", *(r.job for r in records)))
+    rows.append(("", "status", *(r.status for r in records)))
+    for name in COMPARED:
+        entries = data[name]
+        if not entries:
+            continue
+        rows.append(("", f"[{name}]", *("" for _ in records)))
+        for key, entry in entries.items():
+            mark = "*" if entry["differs"] else ""
+            if name == "metrics":
+                cells = tuple(_metric_cell(v) for v in entry["values"])
+            elif name == "result":
+                cells = tuple((v or "-")[:12] for v in entry["values"])
+            else:
+                cells = tuple(_value(v) for v in entry["values"])
+            rows.append((mark, key, *cells))
+    return [*table(rows), "", "* differs"]
+
+
+def _metric_cell(stat: dict[str, Any] | None) -> str:
+    if stat is None:
+        return "-"
+    if stat.get("min") is None:
+        return _value(stat.get("last"))
+    return f"{_value(stat['last'])} ({_value(stat['min'])}..{_value(stat['max'])})"

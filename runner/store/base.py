@@ -43,6 +43,7 @@ class SyncReport:
 
 
 OUTPUT_FOLDERS = ("result", "artifacts")
+TRACKING_FILES = {"metrics": "metrics.jsonl", "variables": "variables.jsonl"}  # SPEC §7
 RUNNER_LOG = "runner.log"  # a detached run's own output (`run --detach`)
 
 
@@ -76,6 +77,11 @@ class RunFiles:
         if kind not in OUTPUT_FOLDERS:
             raise ValueError(f"no output folder {kind!r}")
         return self._folder / kind
+
+    def open_tracking(self, kind: str) -> IO[str]:
+        """A text writer for the run's tracked ``metrics`` or ``variables`` (JSON lines), truncated."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return open(self._folder / TRACKING_FILES[kind], "w", encoding="utf-8")
 
     def discard_outputs(self) -> None:
         """Remove what collecting wrote (the store could not take it all)."""

@@ -124,7 +124,8 @@ def test_one_module_builds_the_prepared_run() -> None:
 
 
 # Where a run's text leaves it: the reporter wrapper, the stored log, the record, the errors
-# (masked_errors in request.py), the notification mail and the masker itself. Steps never mask by hand.
+# (masked_errors in request.py), the notification mail, the stored tracking lines and the masker
+# itself. Steps never mask by hand.
 MASKING_EDGES = {
     "anna_run.report",
     "anna_run.logsink",
@@ -132,6 +133,7 @@ MASKING_EDGES = {
     "anna_run.record",
     "anna_run.variables",
     "anna_run.notify",
+    "anna_run.tracking",
 }
 
 

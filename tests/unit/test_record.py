@@ -63,6 +63,11 @@ def full_record() -> RunRecord:
         upload="pending",
         settings={"image": "python:3.11-slim", "cpus": 1.5, "memory": 1 << 30, "network": "none"},
         inputs=(InputRun(run="Ab12-Cd34-Ef56-Gh78", job="train", status="succeeded"),),
+        metrics={
+            "accuracy": {"last": 0.93, "min": 0.81, "max": 0.93, "count": 3},
+            "stage": {"last": "done", "count": 1},
+        },
+        tracked={"MODEL": "linear", "API_KEY": "***", "layers": [3, 2]},
     )
 
 
@@ -218,3 +223,21 @@ def test_a_record_read_back_whole_is_the_same_frozen_record() -> None:
     assert partial.attempts == 1 and partial.version == RECORD_VERSION
     with pytest.raises(TypeError):
         RunRecord.from_dict({"id": "a", "job": "j"})  # required fields missing: as __init__ says
+
+
+def test_a_record_from_before_tracking_reads_with_empty_summaries() -> None:
+    data = json.loads(full_record().to_json())
+    del data["metrics"], data["tracked"]
+    record = RunRecord.from_dict(data)
+    assert record.metrics == {} and record.tracked == {}
+    assert RunRecord.from_dict({**data, "metrics": None, "tracked": None}).tracked == {}
+
+
+def test_masked_reaches_tracked_values_and_metric_values() -> None:
+    record = full_record().evolve(
+        tracked={"url": "https://user:hunter22@host", "nested": {"a": ["hunter22"]}},
+        metrics={"note": {"last": "pw hunter22", "count": 1}},
+    )
+    masked = record.masked(lambda text: text.replace("hunter22", "***"))
+    assert masked.tracked == {"url": "https://user:***@host", "nested": {"a": ["***"]}}
+    assert masked.metrics["note"]["last"] == "pw ***"
