@@ -784,6 +784,34 @@ def shorthand(argv: list[str]) -> list[str]:
     return argv
 
 
+# -- the runner hosts' secret key (README "Runner hosts") --------------------------------------
+# `hosts` takes an action: `hosts keygen`. The command is registered again here, in place of the
+# one above, which it calls for the listing.
+app.registered_commands[:] = [c for c in app.registered_commands if c.name != "hosts"]
+
+
+@app.command("hosts")
+@handled
+def hosts_action_cmd(
+    action: Annotated[str | None, typer.Argument(help="`keygen`: print a new ANNA_RUN_SECRET_KEY.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The live runner hosts (workers): their queues and the runs they run; `hosts keygen` prints a
+    new key for ANNA_RUN_SECRET_KEY (the key that seals submitted runs' secrets)."""
+    if action is None:
+        hosts_cmd(json_out=json_out)
+        return
+    if action != "keygen":
+        raise ConfigError(f"hosts {action!r}: the only action is `keygen`")
+    from .hosts.sealed import new_key
+
+    key = new_key()
+    if json_out:
+        _print_json({"key": key})
+    else:
+        typer.echo(key)
+
+
 def main() -> None:
     try:
         app(args=shorthand(sys.argv[1:]), prog_name="anna-run")

@@ -466,6 +466,7 @@ def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache
 
     if message.get("v") != MESSAGE_VERSION:
         raise ConfigError(f"a task message of version {message.get('v')}; this runner host reads {MESSAGE_VERSION}")
+    opened = _opened(message)  # first: a host without the key stages nothing
     sha = message["package"]["sha256"]
     package_path = cache.package(store, sha)
     tree = cache.tree(sha, package_path)
@@ -475,13 +476,24 @@ def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache
     payload_file = None
     if message.get("payload"):
         payload_file = _payload_file(store, message["payload"]["sha256"])
-    request = dataclasses.replace(RunRequest.from_json(message["request"]), run_id=message["run_id"])
+    request = dataclasses.replace(RunRequest.from_json(opened["request"]), run_id=message["run_id"])
     source = FromStore(
         project_file=project_file,
         package=Package(sha256=sha, size=package_path.stat().st_size, files=0, path=package_path, reused=True),
         project_id=message["project_id"],
         project_root=message.get("project_root") or "",
         payload_file=payload_file,
-        env_values=dict(message.get("env_file") or {}),
+        env_values=dict(opened.get("env_file") or {}),
     )
     return prepare(request, reporter, source)
+
+
+def _opened(message: dict[str, Any]) -> dict[str, Any]:
+    """The request and --env-file values of the message, unsealed here, in the run's process."""
+    from .sealed import configured_keys, unseal
+
+    if "sealed" in message:
+        return unseal(message["sealed"], configured_keys())
+    if isinstance(message.get("open"), dict):
+        return message["open"]
+    raise ConfigError("a task message without its request")
