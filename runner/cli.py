@@ -587,12 +587,28 @@ def gc_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
     store: StoreOpt = None,
     json_out: JsonOpt = False,
+    blobs: Annotated[
+        bool, typer.Option("--blobs", help="Also remove the packages and payloads that no run in the store names.")
+    ] = False,
+    keep_days: Annotated[
+        float, typer.Option("--keep-days", help="With --blobs: keep those younger than N days anyway (default 1).")
+    ] = 1.0,
 ) -> None:
-    """Remove containers and volumes a killed anna-run left behind (only ours, only dead runs)."""
+    """Remove containers and volumes a killed anna-run left behind (only ours, only dead runs);
+    with --blobs, the store's packages and payloads no run names, and this host's worker cache past
+    its bound. Runs themselves are never deleted."""
     from .engine import connect
     from .orphans import collect_garbage
 
-    removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
+    if not 0 <= keep_days < 1e6:
+        raise ConfigError(f"--keep-days {keep_days:g}: give a number of days, 0 or more")
+    st = _store(store)
+    removed = collect_garbage(connect(), st, dry_run=dry_run)
+    if blobs:
+        from .hosts.pkgcache import trim_default_cache
+
+        removed += st.collect_blobs(keep_days * 86400, dry_run=dry_run)
+        removed += trim_default_cache(dry_run=dry_run)
     _removed(removed, dry_run, json_out, views.garbage_item, "nothing to remove")
 
 

@@ -14,8 +14,10 @@ Layout (the S3 store mirrors it):
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy, atomic_write
 from ..record import RunRecord
 from .base import LOG_FILES, RunFiles, SyncReport, check_relpath
+from .blobs import local_blobs, referenced, remove_local, touch, unused
 
 if TYPE_CHECKING:
     from ..package import Package
@@ -77,6 +80,7 @@ class LocalStore:
         """Copy a payload in once; the same content is stored once."""
         dest = self.payload_path(sha256)
         if dest.exists():
+            touch(dest)  # used again: young again for `gc --blobs`
             return dest
         try:
             atomic_copy(src, dest, perms=0o600)
@@ -91,13 +95,23 @@ class LocalStore:
     def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
         from ..package import build_package
 
-        return build_package(
+        package = build_package(
             root,
             self.packages_dir(),
             cache_file=self.cache_file(f"stat-{cache_key}.json"),
             exclude=[self.local_root],  # a store (or spool) inside the project is never packed
             progress=progress,
         )
+        touch(package.path)  # reused: young again for `gc --blobs`
+        return package
+
+    def collect_blobs(self, keep_s: float, *, dry_run: bool = False) -> list[dict]:
+        """Remove the packages and payloads no run record names and older than ``keep_s``
+        seconds (see blobs.py); returns what went (or would go)."""
+        cutoff = time.time() - keep_s
+        found = local_blobs(self.packages_dir(), self.root / "payloads")  # listed before the records
+        refs = referenced(self._records_on_disk())
+        return remove_local(unused(found, refs, cutoff), cutoff, dry_run)
 
     def cache_file(self, name: str) -> Path:
         return self.cache_dir() / name
@@ -198,6 +212,14 @@ class LocalStore:
         return count
 
     # -- internals ----------------------------------------------------------------------------
+    def _records_on_disk(self) -> list[RunRecord]:
+        """Every run record, read from its run.json (the truth, not the index)."""
+        records = []
+        for path in (self.root / "runs").glob("*/run.json"):
+            with contextlib.suppress(NotFound, StoreError):  # a damaged record names nothing usable
+                records.append(self._read_record(path))
+        return records
+
     def _read_record(self, path: Path) -> RunRecord:
         try:
             return RunRecord.from_json(path.read_text(encoding="utf-8"))
@@ -217,8 +239,6 @@ class LocalStore:
     def _open_index(self) -> sqlite3.Connection:
         """The index in WAL mode. Switching a fresh file to WAL takes a lock that the busy timeout
         does not wait for, so processes opening a new store at once retry briefly."""
-        import time
-
         path = self.root / "index.sqlite"
         for attempt in range(50):
             try:
