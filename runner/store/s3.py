@@ -397,6 +397,9 @@ class S3Store:
             sent_before = self.bucket.bytes_sent
             self.reporter.step_started("upload", f"run {run_id} to {self.location}")
             for key, path, sha, what in self._blobs_of(record):
+                # Looked up again, not trusted from the start of the run: a `gc --blobs` elsewhere,
+                # which cannot see this run's record while it is live here, may have taken it.
+                self._present.discard(key)
                 try:
                     self._ensure_blob(key, path, sha, what)
                 except _BlobMissing as exc:

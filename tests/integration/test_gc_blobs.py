@@ -160,3 +160,31 @@ def test_gc_blobs_on_the_s3_store(make_s3_store, tmp_path):
     local = store.collect_blobs(0)
     assert {i["sha256"] for i in local} == {orphan[0], psha}
     assert store.package_file(kept[0]).is_file() and not store.package_file(orphan[0]).exists()
+
+
+def test_a_local_run_on_s3_gets_its_package_back_after_a_gc_elsewhere(make_s3_store, tmp_path):
+    """A local run's live record stays in its machine's spool: a `gc --blobs --keep-days 0` on
+    another machine cannot see it and takes the package; the run's final upload puts it back."""
+    here = make_s3_store()
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "askanna.yml").write_text("job: {job: ['true']}\n")
+    pkg = here.pack(root, cache_key="p")
+    here.publish_package(pkg.path, pkg.sha256)
+    live = RunRecord(
+        id="gcs3-live-0000-0000",
+        job="job",
+        project="proj",
+        status="running",
+        created_at=now_iso(),
+        package=BlobRef("p", pkg.sha256),
+    )
+    here.save_record(live)
+    elsewhere = make_s3_store(prefix=here.prefix)
+    assert [i["sha256"] for i in elsewhere.collect_blobs(0)] == [pkg.sha256]
+    assert elsewhere.bucket.list_keys(elsewhere._key("packages", "")) == []
+    assert here.save_record(live.evolve(status="succeeded", finished_at=now_iso())).upload is None
+    assert elsewhere.bucket.list_keys(elsewhere._key("packages", "")) == [
+        elsewhere._key("packages", f"{pkg.sha256}.tar")
+    ]
+    assert elsewhere.collect_blobs(0) == []
