@@ -115,8 +115,12 @@ def test_no_secret_rests_in_the_broker_or_the_store(key_hosts, tmp_path):
     env_file.parent.mkdir()
     env_file.write_text(f"SERVICE_KEY={SECRETS['SERVICE_KEY']}\nPLAIN=not-a-secret\n")
     hosts.worker()
-    ran = [_submit_with_secrets(hosts, env_file, job) for job in ("square", "talk")]
     queued = _submit_with_secrets(hosts, env_file, "square", "--queue", "nobody")  # stays in the broker
+    ran = [_submit_with_secrets(hosts, env_file, job) for job in ("square", "talk")]
+    hosts.wait_container(ran[1])  # mid-run: the task unacknowledged, the live log going
+    during = list(_redis_dump(hosts.url))
+    assert any("unacked" in where for where, _ in during) and any("log" in where for where, _ in during)
+    assert _leaks(iter(during)) == []
     finals = [hosts.final(run_id, timeout=90) for run_id in ran]
     assert [f["status"] for f in finals] == ["succeeded", "failed"], finals
     assert finals[1]["exit_code"] == 3 and "***" in hosts.run("logs", ran[1]).stdout  # the job saw it, masked
