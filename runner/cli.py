@@ -601,12 +601,28 @@ def gc_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
     store: StoreOpt = None,
     json_out: JsonOpt = False,
+    blobs: Annotated[
+        bool, typer.Option("--blobs", help="Also remove the packages and payloads that no run in the store names.")
+    ] = False,
+    keep_days: Annotated[
+        float, typer.Option("--keep-days", help="With --blobs: keep those younger than N days anyway (default 1).")
+    ] = 1.0,
 ) -> None:
-    """Remove containers and volumes a killed anna-run left behind (only ours, only dead runs)."""
+    """Remove containers and volumes a killed anna-run left behind (only ours, only dead runs);
+    with --blobs, the store's packages and payloads no run names, and this host's worker cache past
+    its bound. Runs themselves are never deleted."""
     from .engine import connect
     from .orphans import collect_garbage
 
-    removed = collect_garbage(connect(), _store(store), dry_run=dry_run)
+    if not 0 <= keep_days < 1e6:
+        raise ConfigError(f"--keep-days {keep_days:g}: give a number of days, 0 or more")
+    st = _store(store)
+    removed = collect_garbage(connect(), st, dry_run=dry_run)
+    if blobs:
+        from .hosts.pkgcache import trim_default_cache
+
+        removed += st.collect_blobs(keep_days * 86400, dry_run=dry_run)
+        removed += trim_default_cache(dry_run=dry_run)
     _removed(removed, dry_run, json_out, views.garbage_item, "nothing to remove")
 
 
@@ -744,8 +760,23 @@ def worker_cmd(
 
 @app.command("hosts")
 @handled
-def hosts_cmd(json_out: JsonOpt = False) -> None:
-    """The live runner hosts (workers): their queues and the runs they run."""
+def hosts_cmd(
+    action: Annotated[str | None, typer.Argument(help="`keygen`: print a new ANNA_RUN_SECRET_KEY.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The live runner hosts (workers): their queues and the runs they run; `hosts keygen` prints a
+    new key for ANNA_RUN_SECRET_KEY (the key that seals submitted runs' secrets)."""
+    if action is not None:
+        if action != "keygen":
+            raise ConfigError(f"hosts {action!r}: the only action is `keygen`")
+        from .hosts.sealed import new_key
+
+        key = new_key()
+        if json_out:
+            _print_json({"key": key})
+        else:
+            typer.echo(key)
+        return
     from .hosts.control import list_hosts
 
     workers = list_hosts()

@@ -145,7 +145,9 @@ def removed_lines(items: list[dict], dry_run: bool, describe: Callable[[dict], s
 
 
 def garbage_item(item: dict) -> str:
-    """One thing `anna-run gc` removed."""
+    """One thing `anna-run gc` removed: a run's leftover, or (--blobs) a package or payload."""
+    if "run" not in item:
+        return f"{item['kind']} {item['name']} ({item['size'] / 1e6:.1f} MB, {item['where']})"
     return f"{item['kind']} {item['name']} (run {item['run']})"
 
 

@@ -4,11 +4,11 @@ run as `queued` and enqueue it on a Celery queue; a runner host does the rest.
 
 The Celery message carries the run's request itself, with the package and payload by sha and the
 --env-file values: the worker prepares the same run from it with the same ``prepare``, so a runner
-host refuses what a local run refuses. It also carries the run's secrets (``--secret`` and
-secret-named variables), in clear, inside the broker: they are never written
-to the store or the record, and the task is shown everywhere (Celery's logs, `inspect`) by the
-run id only — but whoever can read the broker's Redis can read them. Protect it (a password, TLS
-with rediss://, a private network); see README, 'Runner hosts'.
+host refuses what a local run refuses. The request holds the run's secrets (``--secret`` and
+secret-named variables): with ``ANNA_RUN_SECRET_KEY`` set, the request and the --env-file values
+travel sealed (``sealed.py``), opened only in the worker process that runs them; a run with
+secrets is not submitted without a key. The task is shown everywhere (Celery's logs, `inspect`)
+by the run id only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ConfigError
 from ..record import BlobRef, RunRecord, now_iso
 from ..report import Reporter
 from .celery_app import TASK, HostSettings, broker_unreachable, host_settings, make_app, redis_client
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ..store.base import Store
 
 # 2: the message carries the RunRequest itself; the worker prepares the same run from it.
-MESSAGE_VERSION = 2
+# 3: the request and the --env-file values sealed (``sealed``) when a key is set, else ``open``.
+MESSAGE_VERSION = 3
 
 
 def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
@@ -45,6 +46,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
     request = dataclasses.replace(with_run_id(request), trigger=request.trigger or "submit")
     prepared = prepare(request, reporter)
     try:
+        keys = _sealing_keys(prepared)
         r = redis_client(settings)
         try:
             r.ping()
@@ -54,7 +56,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
             store = open_store(request.store, reporter=reporter)
             staged = stage(prepared, store, MaskedReporter(reporter, prepared.masker.mask))
             record = queued_record(prepared, staged).evolve(queue=queue, attempts=0, host="")  # no host yet
-            message = task_message(prepared, staged, queue)
+            message = task_message(prepared, staged, queue, keys)
             message["record"] = record.to_dict()  # masked: what the worker starts the record from
             store.save_record(record)
             _enqueue(settings, store, record, message)
@@ -64,23 +66,48 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
 
 
 def _check_queue(queue: str) -> None:
-    from ..errors import ConfigError
-
     if not queue or any(c.isspace() or c == "," for c in queue):
         raise ConfigError(f"--queue {queue!r}: one queue name, no spaces or commas")
 
 
-def task_message(prepared: PreparedRun, staged: Staged, queue: str) -> dict[str, Any]:
+def has_secrets(prepared: PreparedRun) -> bool:
+    """Whether the run has a secret: a --secret, or a variable of any source whose name marks one."""
+    from ..variables import is_secret_name
+
+    return bool(prepared.sources["secrets"]) or any(
+        is_secret_name(name) for values in prepared.sources.values() for name in values
+    )
+
+
+def _sealing_keys(prepared: PreparedRun) -> tuple[str, ...]:
+    """The keys to seal the message with (checked); ConfigError for a run with secrets and no key."""
+    from .sealed import KEY_ENV, KEY_HINT, configured_keys, sealer
+
+    keys = configured_keys()
+    if keys:
+        sealer(keys)  # a bad key: exit 2 before anything is stored
+    elif has_secrets(prepared):
+        raise ConfigError(
+            f"run {prepared.run_id} has secrets and {KEY_ENV} is not set: they would rest in the broker in clear",
+            hint=KEY_HINT,
+        )
+    return keys
+
+
+def task_message(prepared: PreparedRun, staged: Staged, queue: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """The task's message: the request itself, and what of it only this machine can read (the
-    --env-file values, the code package and payload, by sha256, in the store)."""
+    --env-file values, the code package and payload, by sha256, in the store). With ``keys`` the
+    request and the --env-file values are one sealed token (``sealed``), else they are ``open``."""
+    from .sealed import seal
+
     request = dataclasses.replace(prepared.request, payload=None, env_files=(), project=None)
     payload: BlobRef | None = staged.payload
+    inner = {"request": request.to_json(), "env_file": prepared.sources["env_file"]}
     return {
         "v": MESSAGE_VERSION,
         "run_id": prepared.run_id,
         "job": prepared.job.name,
-        "request": request.to_json(),
-        "env_file": prepared.sources["env_file"],
+        **({"sealed": seal(inner, keys)} if keys else {"open": inner}),
         "project_id": prepared.project_id,
         "project_root": prepared.project_root,
         "package": {"sha256": staged.package.sha256, "size": staged.package.size},

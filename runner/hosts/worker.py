@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
-import tarfile
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import AnnaRunError, Cancelled, ConfigError, NotFound, StoreError
-from ..fsio import atomic_copy
 from ..record import RunRecord, now_iso
 from .celery_app import TASK, HostSettings, host_key, host_settings, make_app, redis_client, redis_errors, run_key
 from .lease import FINAL_TTL, Heartbeat, Lease, LeasedStore, is_final
 from .livelog import LivePublisher
+from .pkgcache import PackageCache, cache_bound, default_cache
 from .submit import MESSAGE_VERSION
 
 if TYPE_CHECKING:
@@ -73,14 +69,6 @@ def _redis(settings: HostSettings) -> redis.Redis:
     return _clients[pid]
 
 
-def default_cache() -> Path:
-    env = os.environ.get("ANNA_RUN_WORKER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "anna-run" / "worker"
-
-
 # -- the worker process ----------------------------------------------------------------------------
 def serve(queues: tuple[str, ...], concurrency: int, store: str | None) -> None:
     """Run a Celery worker on ``queues`` with ``concurrency`` processes until it is stopped.
@@ -94,6 +82,7 @@ def serve(queues: tuple[str, ...], concurrency: int, store: str | None) -> None:
     from ..store import open_store
 
     settings = host_settings()
+    cache_bound()  # a bad ANNA_RUN_WORKER_CACHE_MB is refused before the worker starts
     st = open_store(store)
     api = connect()
     api.ping()
@@ -277,9 +266,10 @@ def _run(
     stop = _Interrupt()
     heartbeat = Heartbeat(lease, ctx.settings.lease_ttl, stop.fire)
     prepared = None
+    cache = PackageCache(ctx.cache)
     try:
-        with heartbeat:
-            prepared = prepare_submitted(message, store, PackageCache(ctx.cache), publisher)
+        with heartbeat, cache.in_use(message["package"]["sha256"]):  # no trim takes its code meanwhile
+            prepared = prepare_submitted(message, store, cache, publisher)
             with stop:
                 execute(prepared, connect(), leased, publisher)
     except (Cancelled, KeyboardInterrupt):
@@ -294,6 +284,7 @@ def _run(
     finally:
         if prepared is not None:
             prepared.cleanup()
+        _trim(cache)
     if heartbeat.stopped == "lost":
         log.warning("run %s: lease lost; left to the host that holds it now", base.id)
         return
@@ -303,6 +294,15 @@ def _run(
             _settle(leased, latest, "cancelled", "cancelled by the user")
         else:
             _settle(leased, latest, "failed", failure or "engine: the run ended without a record")
+
+
+def _trim(cache: PackageCache) -> None:
+    """The cache back within its bound after a run (what other runs hold stays)."""
+    try:
+        for item in cache.trim():
+            log.info("worker cache: removed package %s (%d bytes, least recently used)", item["name"], item["size"])
+    except AnnaRunError as exc:
+        log.warning("%s", exc.message)
 
 
 def _base_record(store: Store, message: dict[str, Any]) -> RunRecord:
@@ -390,67 +390,6 @@ def _remove_leftovers(run_id: str, publisher: LivePublisher) -> None:
 
 
 # -- the code, the payload and the Prepared run -----------------------------------------------------
-class PackageCache:
-    """This host's copies of code packages (and their extracted trees), by sha256: a package
-    comes from the shared store once per host."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def package(self, store: Store, sha256: str) -> Path:
-        dest = self.root / "packages" / f"{sha256}.tar"
-        if dest.is_file():
-            return dest
-        src = store.package_path(sha256)  # S3: downloaded (and checked) first
-        if not src.is_file():
-            raise NotFound(f"code package {sha256[:12]} is not in the store {store.location}")
-        _copy_verified(src, dest, sha256)
-        return dest
-
-    def tree(self, sha256: str, package: Path) -> Path:
-        """The package extracted (once): the project root of the run on this host, so a job that
-        builds its image from the project has its build context."""
-        dest = self.root / "trees" / sha256
-        if dest.is_dir():
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
-        try:
-            with tarfile.open(package) as tar:
-                tar.extractall(tmp, filter="data")  # nothing outside tmp, no devices
-            os.replace(tmp, dest)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not dest.is_dir():  # another process of this worker won the race: fine
-                raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
-
-
-def _copy_verified(src: Path, dest: Path, sha256: str) -> None:
-    if _sha256(src) != sha256:
-        raise StoreError(f"code package {sha256[:12]} in the store is damaged (its sha256 differs)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)  # the same filesystem (an S3 store's spool, a local folder): no copy
-        return
-    except FileExistsError:
-        return
-    except OSError:
-        pass
-    atomic_copy(src, dest, perms=0o600)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _payload_file(store: Store, sha256: str) -> Path:
     path = store.payload_path(sha256)
     if not path.is_file():
@@ -466,6 +405,7 @@ def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache
 
     if message.get("v") != MESSAGE_VERSION:
         raise ConfigError(f"a task message of version {message.get('v')}; this runner host reads {MESSAGE_VERSION}")
+    opened = _opened(message)  # first: a host without the key stages nothing
     sha = message["package"]["sha256"]
     package_path = cache.package(store, sha)
     tree = cache.tree(sha, package_path)
@@ -475,13 +415,24 @@ def prepare_submitted(message: dict[str, Any], store: Store, cache: PackageCache
     payload_file = None
     if message.get("payload"):
         payload_file = _payload_file(store, message["payload"]["sha256"])
-    request = dataclasses.replace(RunRequest.from_json(message["request"]), run_id=message["run_id"])
+    request = dataclasses.replace(RunRequest.from_json(opened["request"]), run_id=message["run_id"])
     source = FromStore(
         project_file=project_file,
         package=Package(sha256=sha, size=package_path.stat().st_size, files=0, path=package_path, reused=True),
         project_id=message["project_id"],
         project_root=message.get("project_root") or "",
         payload_file=payload_file,
-        env_values=dict(message.get("env_file") or {}),
+        env_values=dict(opened.get("env_file") or {}),
     )
     return prepare(request, reporter, source)
+
+
+def _opened(message: dict[str, Any]) -> dict[str, Any]:
+    """The request and --env-file values of the message, unsealed here, in the run's process."""
+    from .sealed import configured_keys, unseal
+
+    if "sealed" in message:
+        return unseal(message["sealed"], configured_keys())
+    if isinstance(message.get("open"), dict):
+        return message["open"]
+    raise ConfigError("a task message without its request")

@@ -113,14 +113,17 @@ class FolderStore:
 
     def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
         from ..package import build_package
+        from .blobs import touch
 
-        return build_package(
+        package = build_package(
             root,
             self.packages_dir(),
             cache_file=self.cache_file(f"stat-{cache_key}.json"),
             exclude=[self.local_root],  # a store (or spool) inside the project is never packed
             progress=progress,
         )
+        touch(package.path)  # reused: young again for `gc --blobs`
+        return package
 
     def cache_file(self, name: str) -> Path:
         return self.cache_dir() / name
@@ -165,6 +168,11 @@ class Store(Protocol):
     def cache_dir(self) -> Path: ...
     def schedules(self) -> ScheduleBook:
         """The schedule registrations and fire decisions (ConfigError where not supported)."""
+
+    def collect_blobs(self, keep_s: float, *, dry_run: bool = False) -> list[dict]:
+        """Remove the packages and payloads that no run record names and that are older than
+        ``keep_s`` seconds (a run being staged is not recorded yet); returns what went, or with
+        ``dry_run`` what would go: dicts with kind, name, sha256, size and where."""
         ...
 
     # -- runs ----------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ Layout (the S3 store mirrors it):
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy, atomic_write
 from ..record import RunRecord
 from .base import LOG_FILES, FolderStore, SyncReport, check_relpath
+from .blobs import local_blobs, referenced, remove_local, touch, unused
 from .schedules import ScheduleBook
 
 if TYPE_CHECKING:
@@ -82,6 +85,7 @@ class LocalStore(FolderStore):
         """Copy a payload in once; the same content is stored once."""
         dest = self.payload_path(sha256)
         if dest.exists():
+            touch(dest)  # used again: young again for `gc --blobs`
             return dest
         try:
             atomic_copy(src, dest, perms=0o600)
@@ -92,6 +96,15 @@ class LocalStore(FolderStore):
     # -- runs ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
+
+    def collect_blobs(self, keep_s: float, *, dry_run: bool = False) -> list[dict]:
+        """Remove the packages and payloads no run record names and older than ``keep_s``
+        seconds (see blobs.py); returns what went (or would go)."""
+        cutoff = time.time() - keep_s
+        found = local_blobs(self.packages_dir(), self.root / "payloads")  # listed before the records
+        refs = referenced(self._records_on_disk())
+        refs |= {("package", entry.package_sha256) for entry in self.schedules().entries()}  # scheduled runs need it
+        return remove_local(unused(found, refs, cutoff), cutoff, dry_run)
 
     def save_record(self, record: RunRecord) -> RunRecord:
         text = record.to_json()
@@ -186,6 +199,14 @@ class LocalStore(FolderStore):
         return count
 
     # -- internals ----------------------------------------------------------------------------
+    def _records_on_disk(self) -> list[RunRecord]:
+        """Every run record, read from its run.json (the truth, not the index)."""
+        records = []
+        for path in (self.root / "runs").glob("*/run.json"):
+            with contextlib.suppress(NotFound, StoreError):  # a damaged record names nothing usable
+                records.append(self._read_record(path))
+        return records
+
     def _read_record(self, path: Path) -> RunRecord:
         try:
             return RunRecord.from_json(path.read_text(encoding="utf-8"))
@@ -205,8 +226,6 @@ class LocalStore(FolderStore):
     def _open_index(self) -> sqlite3.Connection:
         """The index in WAL mode. Switching a fresh file to WAL takes a lock that the busy timeout
         does not wait for, so processes opening a new store at once retry briefly."""
-        import time
-
         path = self.root / "index.sqlite"
         for attempt in range(50):
             db = None

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -36,6 +37,7 @@ from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy
 from ..record import RunRecord, parse_iso
 from .base import LOG_FILES, FolderStore, SyncReport, check_relpath
+from .blobs import Blob, local_blobs, parse_blob_name, referenced, remove_local, touch, unused
 from .s3_bucket import Bucket, LocalChanged, MiB, Progress, Unreachable, meta
 from .s3_config import S3Config, parse_s3_url, s3_config
 from .spool import Spool, SpoolFile, read_local, spool_root
@@ -117,7 +119,9 @@ class S3Store(FolderStore):
 
     def add_payload(self, src: Path, sha256: str) -> Path:
         dest = self._payload_file(sha256)
-        if not dest.exists():
+        if dest.exists():
+            touch(dest)
+        else:
             try:
                 atomic_copy(src, dest, perms=0o600)
             except OSError as exc:
@@ -169,6 +173,45 @@ class S3Store(FolderStore):
     # -- runs ----------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.spool.run_dir(run_id)
+
+    def collect_blobs(self, keep_s: float, *, dry_run: bool = False) -> list[dict]:
+        """Remove the packages and payloads no run record names (in the bucket or the spool) and
+        older than ``keep_s`` seconds, from the bucket and from this machine's spool. A bucket's
+        object cannot be touched: a run that reuses an old package is protected by its record,
+        written right after the package is published, and its final upload puts the package
+        back from the spool should a `gc` have taken it in between."""
+        cutoff = time.time() - keep_s
+        remote = self._remote_blobs()  # listed before the records
+        spooled = local_blobs(self.packages_dir(), self.spool.root / "payloads")
+        refs = referenced([*self._all_records(), *self.spool.records()])
+        removed = []
+        for blob in unused(remote, refs, cutoff):
+            if not dry_run:
+                self.bucket.remove(blob.where)
+                self._present.discard(blob.where)
+            removed.append({**blob.item(), "where": f"s3://{self.bucket.name}/{blob.where}"})
+        return removed + remove_local(unused(spooled, refs, cutoff), cutoff, dry_run)
+
+    def _remote_blobs(self) -> list[Blob]:
+        blobs = []
+        for folder in ("packages", "payloads"):
+            listed = self.bucket.list_modified(self._key(folder, ""), what=f"list {folder}")
+            for key, (size, modified) in listed.items():
+                parsed = parse_blob_name(key.rsplit("/", 1)[-1])
+                if parsed is not None:
+                    blobs.append(Blob(parsed[0], parsed[1], size, modified, key))
+        return blobs
+
+    def _all_records(self) -> list[RunRecord]:
+        """Every run record in the bucket (runs/<id>/run.json), read afresh."""
+        base = self._key("runs", "")
+        ids = [k[len(base) :] for k in self.bucket.list_folders(base, what="list runs")]
+        texts = self.bucket.get_texts([self._key("runs", i, "run.json") for i in ids])
+        records = []
+        for key, (_, text) in texts.items():
+            with contextlib.suppress(StoreError):
+                records.append(_parse_record(text, key))
+        return records
 
     def save_record(self, record: RunRecord) -> RunRecord:
         """A live record stays in the spool; a final one is uploaded with its run's files."""
@@ -245,13 +288,7 @@ class S3Store(FolderStore):
 
     def reindex(self) -> int:
         """Rebuild the index objects from the run records in S3; returns the number of runs."""
-        base = self._key("runs", "")
-        ids = [k[len(base) :] for k in self.bucket.list_folders(base, what="list runs")]
-        texts = self.bucket.get_texts([self._key("runs", i, "run.json") for i in ids])
-        records = []
-        for key, (_, text) in texts.items():
-            with contextlib.suppress(StoreError):
-                records.append(_parse_record(text, key))
+        records = self._all_records()
         wanted = {self.index_key(r): r for r in records}
         existing = set(self.bucket.list_keys(self._key("index", "")))
         for key, record in wanted.items():
@@ -348,6 +385,9 @@ class S3Store(FolderStore):
             sent_before = self.bucket.bytes_sent
             self.reporter.step_started("upload", f"run {run_id} to {self.location}")
             for key, path, sha, what in self._blobs_of(record):
+                # Looked up again, not trusted from the start of the run: a `gc --blobs` elsewhere,
+                # which cannot see this run's record while it is live here, may have taken it.
+                self._present.discard(key)
                 try:
                     self._ensure_blob(key, path, sha, what)
                 except _BlobMissing as exc:

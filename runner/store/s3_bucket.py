@@ -130,6 +130,17 @@ class Bucket:
             },
         )
 
+    def list_modified(self, prefix: str, what: str = "list") -> dict[str, tuple[int, float]]:
+        """key -> (size, last modified in seconds since the epoch) of the objects under ``prefix``."""
+        return self._call(
+            what,
+            lambda: {
+                o.object_name: (o.size or 0, o.last_modified.timestamp() if o.last_modified else 0.0)
+                for o in self._mc().list_objects(self.name, prefix=prefix, recursive=True)
+                if not o.is_dir
+            },
+        )
+
     def list_folders(self, prefix: str, what: str = "list") -> list[str]:
         """The "folders" whose keys start with ``prefix``, one level deep: their keys up to the
         next slash, without it."""

@@ -5,6 +5,7 @@ code from a real store. No broker or engine needed: the message is the one `subm
 from __future__ import annotations
 
 import copy
+import json
 import textwrap
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_a_host_refuses_what_a_local_run_refuses(tmp_path: Path, value: str) -> 
     client, or changed in the broker) is refused there too, before anything runs."""
     message, store, _ = _submitted(tmp_path)
     tampered = copy.deepcopy(message)
-    tampered["request"]["variables"] = [f"N={value}"]
+    tampered["open"]["request"]["variables"] = [f"N={value}"]
     with pytest.raises(ConfigError, match=r"\$\(\( \)\) arithmetic"):
         prepare_submitted(tampered, store, PackageCache(tmp_path / "cache"), SilentReporter())
     with pytest.raises(ConfigError, match=r"\$\(\( \)\) arithmetic"):
@@ -72,3 +73,40 @@ def test_a_host_refuses_a_message_of_another_version(tmp_path: Path) -> None:
     message["v"] = 1
     with pytest.raises(ConfigError, match="version 1"):
         prepare_submitted(message, store, PackageCache(tmp_path / "cache"), SilentReporter())
+
+
+def test_a_sealed_message_holds_no_secret_and_opens_on_a_host_with_the_key(tmp_path: Path, monkeypatch) -> None:
+    from anna_run.hosts.sealed import new_key
+
+    key = new_key()
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "askanna.yml").write_text(textwrap.dedent(YML))
+    (tmp_path / "env").write_text("WHO=env-file-value-4711\n")
+    store = LocalStore(tmp_path / "store")
+    request = RunRequest(
+        job="square",
+        project=root,
+        env_files=(tmp_path / "env",),
+        secrets=("DB_PASSWORD=hunter2-sealed",),
+        variables=("API_TOKEN=tok-sealed-99",),
+        run_id="abcd-efgh-ijkl-mnop",
+    )
+    prepared = prepare(request, SilentReporter())
+    message = task_message(prepared, stage(prepared, store, SilentReporter()), "gpu", (key,))
+    text = json.dumps(message)
+    for secret in ("hunter2-sealed", "tok-sealed-99", "env-file-value-4711", "DB_PASSWORD"):
+        assert secret not in text
+    assert "open" not in message and message["v"] == 3
+
+    monkeypatch.setenv("ANNA_RUN_SECRET_KEY", key)
+    hosted = prepare_submitted(message, store, PackageCache(tmp_path / "cache"), SilentReporter())
+    values = hosted.variables.as_dict()
+    assert values["DB_PASSWORD"] == "hunter2-sealed" and values["WHO"] == "env-file-value-4711"
+
+    monkeypatch.setenv("ANNA_RUN_SECRET_KEY", new_key())
+    with pytest.raises(ConfigError, match="sealed with a key this runner host does not have"):
+        prepare_submitted(message, store, PackageCache(tmp_path / "cache2"), SilentReporter())
+    monkeypatch.delenv("ANNA_RUN_SECRET_KEY")
+    with pytest.raises(ConfigError, match="has no key"):
+        prepare_submitted(message, store, PackageCache(tmp_path / "cache3"), SilentReporter())

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anna_run.hosts.sealed import new_key
 from anna_run.ids import suuid_from_digest
 
 BB = "anna-run/busybox:latest"
@@ -76,12 +77,16 @@ class Hosts:
         self.tmp = tmp_path
         self.api = api
         self.workers: list[Worker] = []
+        self.key = new_key()  # the secret key the submitting machine and the hosts share
 
     def environ(self, **extra: str) -> dict[str, str]:
-        return self.env.environ(**{"ANNA_RUN_BROKER": self.url, **LEASE, **extra})
+        return self.env.environ(**self._extra(extra))
 
     def run(self, *args: str, timeout: float = 120, input: str | None = None, **extra: str):
-        return self.env.run(*args, timeout=timeout, input=input, **{"ANNA_RUN_BROKER": self.url, **LEASE, **extra})
+        return self.env.run(*args, timeout=timeout, input=input, **self._extra(extra))
+
+    def _extra(self, extra: dict[str, str]) -> dict[str, str]:
+        return {"ANNA_RUN_BROKER": self.url, "ANNA_RUN_SECRET_KEY": self.key, **LEASE, **extra}
 
     def popen(self, *args: str, **extra: str) -> subprocess.Popen:
         return subprocess.Popen(
