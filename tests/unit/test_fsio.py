@@ -124,3 +124,21 @@ def test_atomic_copy_of_a_missing_file_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         atomic_copy(tmp_path / "nope", tmp_path / "dst")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_not_made_durable_is_still_replaced_whole(tmp_path, monkeypatch) -> None:
+    import os
+
+    from anna_run.fsio import AtomicFile
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with AtomicFile(target, durable=False) as f:
+        f.write(b"new")
+    assert target.read_text() == "new" and synced == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with AtomicFile(target) as f:
+        f.write(b"newer")
+    assert len(synced) == 2  # the file and its folder
