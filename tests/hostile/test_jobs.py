@@ -139,7 +139,11 @@ def test_looking_for_the_engine(env, busybox, case):
     assert_clean(res, case.exit)
     lines = output_lines(res.stdout)
     assert lines[-1] == "looked"
-    assert [line for line in lines if line.startswith(("FOUND ", "SOCKET ", "ENV "))] == []
+    # The job's own tracking files (SPEC §7) are the only anna_run names in its environment:
+    # nothing of the host's (ANNA_RUN_GRACE, HOST_CANARY, DOCKER_HOST) reaches it.
+    tracking = ["ENV ANNA_RUN_METRICS=/.anna-run/metrics.jsonl", "ENV ANNA_RUN_VARIABLES=/.anna-run/variables.jsonl"]
+    found = [line for line in lines if line.startswith(("FOUND ", "SOCKET ", "ENV "))]
+    assert sorted(found) == tracking
 
 
 @pytest.mark.case("JB-07", exit=0)
