@@ -865,6 +865,10 @@ def compare_cmd(
 def main() -> None:
     try:
         app(args=shorthand(sys.argv[1:]), prog_name="anna-run")
+    except KeyboardInterrupt:
+        # A Ctrl-C that lands outside a command's own handling (while click sets up or tears
+        # down its context) is still exit 130, never a death by SIGINT.
+        sys.exit(exit_code_for(KeyboardInterrupt()))
     finally:
         # Everything is written and closed by now. Frozen objects are left out of the garbage
         # collector's passes at interpreter exit, which otherwise walk every object the imports
