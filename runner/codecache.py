@@ -100,48 +100,42 @@ def code_image(
 
 
 def _make(api, base_id: str, package: Package, user: User, key: str, reporter: Reporter) -> str:
-    from .package import owned_copy
-    from .script import setup_members
+    from .engine import helper_container
 
     reporter.step_started("copy", f"code {package.size / 1e6:.1f} MB into the engine (once for this package)")
-    helper = None
     try:
-        helper = api.create_container(base_id, command=["true"], entrypoint=[], network_disabled=True)["Id"]
-        setup = setup_members(user.uid, user.gid, user.home, None)
-        done = 0
-        chunks = owned_copy(package.path, uid=user.uid, gid=user.gid, prefix="code", before=setup)
-
-        def counted():
-            nonlocal done
-            for chunk in chunks:
-                done += len(chunk)
-                reporter.bytes_done("package", min(done, package.size), package.size)
-                yield chunk
-
-        if not api.put_archive(helper, "/", counted()):
-            raise EngineError("the engine refused the code copy")
-        labels = {
-            CODE_LABEL: key,
-            f"{CODE_LABEL}.base": base_id,
-            f"{CODE_LABEL}.package": package.sha256,
-            f"{CODE_LABEL}.size": str(package.size),
-        }
-        # LABEL as a change, not in the config: Podman's commit reads changes and ignores conf.
-        # (one LABEL a label: Podman reads only the first of several on one line).
-        changes = [f"LABEL {name}={value}" for name, value in labels.items()]
-        image_id = api.commit(helper, repository=CODE_REPO, tag=key, changes=changes)["Id"]
+        with helper_container(api, base_id) as helper:
+            image_id = _fill_and_commit(api, helper, base_id, package, user, key, reporter)
     except (EngineError, KeyboardInterrupt):
         raise
     except Exception as exc:
         from .engine import short_message
 
         raise EngineError(f"cannot keep the code in the engine: {short_message(exc)}") from None
-    finally:
-        if helper is not None:
-            with contextlib.suppress(Exception):
-                api.remove_container(helper, force=True, v=True)
     reporter.step_done("copy")
     return image_id
+
+
+def _fill_and_commit(api, helper: str, base_id: str, package: Package, user: User, key: str, reporter: Reporter) -> str:
+    """The code and the setup into ``helper``, owned by the user, then committed as the code image."""
+    from .package import owned_copy
+    from .report import counted
+    from .script import setup_members
+
+    setup = setup_members(user.uid, user.gid, user.home, None)
+    tree = owned_copy(package.path, uid=user.uid, gid=user.gid, prefix="code", before=setup)
+    if not api.put_archive(helper, "/", counted(tree, reporter, "package", package.size)):
+        raise EngineError("the engine refused the code copy")
+    labels = {
+        CODE_LABEL: key,
+        f"{CODE_LABEL}.base": base_id,
+        f"{CODE_LABEL}.package": package.sha256,
+        f"{CODE_LABEL}.size": str(package.size),
+    }
+    # LABEL as a change, not in the config: Podman's commit reads changes and ignores conf.
+    # (one LABEL a label: Podman reads only the first of several on one line).
+    changes = [f"LABEL {name}={value}" for name, value in labels.items()]
+    return api.commit(helper, repository=CODE_REPO, tag=key, changes=changes)["Id"]
 
 
 def _usage(usage_file: Path | None) -> dict[str, float]:

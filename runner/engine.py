@@ -3,7 +3,9 @@ Podman's Docker-compatible socket), with the API version negotiated, never pinne
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .errors import EngineError
@@ -15,6 +17,22 @@ START_HINT = (
     "start Docker (`sudo systemctl start docker`, or Docker Desktop), point DOCKER_HOST at an engine, "
     "or run `make engine` in the anna-run checkout (as root it installs and starts one)"
 )
+
+
+@contextlib.contextmanager
+def helper_container(
+    api: docker.APIClient, image: str, *, mounts: tuple = (), labels: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A container of ``image`` that is created and never started: a place where the archive API
+    reads or writes an image's files (or, through ``mounts`` — docker ``Mount`` objects — a
+    volume's). Its id is yielded; it is removed on every way out (named volumes stay)."""
+    host_config = api.create_host_config(mounts=list(mounts) or None, network_mode="none")
+    helper = api.create_container(image, command=["true"], entrypoint=[], labels=labels, host_config=host_config)
+    try:
+        yield helper["Id"]
+    finally:
+        with contextlib.suppress(Exception):
+            api.remove_container(helper["Id"], force=True, v=True)
 
 
 def connect(timeout: int = 120) -> docker.APIClient:

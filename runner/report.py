@@ -7,7 +7,7 @@ library use) and ``MaskedReporter`` puts a mask in front of any reporter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 
@@ -87,3 +87,12 @@ class MaskedReporter:
 
     def info(self, message: str) -> None:
         self.inner.info(self.mask(message))
+
+
+def counted(chunks: Iterable[bytes], reporter: Reporter, step: str, total: int) -> Iterator[bytes]:
+    """``chunks`` passed on as they are, with the bytes so far reported for ``step``."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        reporter.bytes_done(step, min(done, total), total)
+        yield chunk

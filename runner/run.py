@@ -25,7 +25,7 @@ from .ids import suuid_from_digest
 from .inputs import input_members, input_refs, resolve_inputs
 from .orphans import runner_identity
 from .record import BlobRef, CommandResult, ImageInfo, RunRecord, now_iso
-from .report import MaskedReporter, Reporter
+from .report import MaskedReporter, Reporter, counted
 from .request import (
     DEFAULT_CACHE,
     FromStore,
@@ -393,7 +393,7 @@ def _in_sandbox(
             else:  # one archive at /: the code and anna-run's files, owned by the job's user
                 setup = setup_members(user.uid, user.gid, user.home, script if script_tar is not None else None)
                 tree = owned_copy(package.path, uid=user.uid, gid=user.gid, prefix="code", before=setup)
-                sandbox.put_archive("/", _counted(tree, "package", package.size, reporter))
+                sandbox.put_archive("/", counted(tree, reporter, "package", package.size))
             if prepared.payload_file is not None or staged.inputs:
                 sandbox.put_payload(_input_tar(recorder.store, prepared.payload_file, staged.inputs))
             reporter.step_done("copy")
@@ -538,19 +538,12 @@ def _give_volume(api, volume: str, image: str, user: User) -> None:
     folder entry owned by the user is put over the mount point (no chown in the image needed)."""
     from docker.types import Mount
 
-    helper = None
-    try:
-        host_config = api.create_host_config(
-            mounts=[Mount("/anna-run-cache", volume, type="volume")], network_mode="none"
-        )
-        helper = api.create_container(image, command=["true"], entrypoint=[], host_config=host_config)["Id"]
+    from .engine import helper_container
+
+    with helper_container(api, image, mounts=(Mount("/anna-run-cache", volume, type="volume"),)) as helper:
         info = tarfile.TarInfo("anna-run-cache")
         info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, user.uid, user.gid, 946684800
         api.put_archive(helper, "/", info.tobuf(format=tarfile.PAX_FORMAT) + b"\0" * 1024)
-    finally:
-        if helper is not None:
-            with contextlib.suppress(Exception):
-                api.remove_container(helper, force=True, v=False)
 
 
 def _environment(variables: Variables, user: User, inputs: tuple[RunRecord, ...] = ()) -> dict[str, str]:
@@ -564,14 +557,6 @@ def _environment(variables: Variables, user: User, inputs: tuple[RunRecord, ...]
     if user.home == FALLBACK_HOME:
         environment.setdefault("HOME", FALLBACK_HOME)
     return environment
-
-
-def _counted(chunks: Iterator[bytes], step: str, total: int, reporter: Reporter) -> Iterator[bytes]:
-    done = 0
-    for chunk in chunks:
-        done += len(chunk)
-        reporter.bytes_done(step, min(done, total), total)
-        yield chunk
 
 
 def _file_chunks(path: Path, step: str, total: int, reporter: Reporter) -> Iterator[bytes]:

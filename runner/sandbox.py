@@ -160,29 +160,17 @@ class Sandbox:
         container mounts it read-only, which the archive API cannot write through."""
         from docker.types import Mount
 
-        host_config = self.api.create_host_config(
-            mounts=[Mount(PAYLOAD_DIR, self.payload_volume, type="volume", no_copy=True)],
-            network_mode="none",
-        )
-        helper = None
+        from .engine import helper_container
+
+        mount = Mount(PAYLOAD_DIR, self.payload_volume, type="volume", no_copy=True)
         try:
-            helper = self.api.create_container(
-                self.spec.image,
-                command=["true"],
-                entrypoint=[],
-                labels=self.spec.labels,
-                host_config=host_config,
-            )["Id"]
-            if not self.api.put_archive(helper, PAYLOAD_DIR, data):
-                raise EngineError("the engine refused the payload copy")
+            with helper_container(self.api, self.spec.image, mounts=(mount,), labels=self.spec.labels) as helper:
+                if not self.api.put_archive(helper, PAYLOAD_DIR, data):
+                    raise EngineError("the engine refused the payload copy")
         except EngineError:
             raise
         except BaseException as exc:
             raise _engine_error("cannot copy the payload into its volume", exc) from None
-        finally:
-            if helper is not None:
-                with contextlib.suppress(Exception):
-                    self.api.remove_container(helper, v=False, force=True)
 
     # -- running ------------------------------------------------------------------------------
     def run(

@@ -109,19 +109,16 @@ def _image_id(api, image: str) -> str:
 def _account_files(api, image: str) -> tuple[dict[str, tuple[int, int, str]], dict[str, int]]:
     """The image's users (name → uid, gid, home) and groups (name → gid), read from a container
     that is created and never started."""
-    helper = None
+    from .engine import helper_container
+
     try:
-        helper = api.create_container(image, command=["true"], entrypoint=[], network_disabled=True)["Id"]
-        passwd = _file_of(api, helper, "/etc/passwd")
-        group = _file_of(api, helper, "/etc/group")
+        with helper_container(api, image) as helper:
+            passwd = _file_of(api, helper, "/etc/passwd")
+            group = _file_of(api, helper, "/etc/group")
     except Exception as exc:
         from .engine import short_message
 
         raise EngineError(f"cannot read the users of image {image}: {short_message(exc)}") from None
-    finally:
-        if helper is not None:
-            with contextlib.suppress(Exception):
-                api.remove_container(helper, force=True, v=True)
     users: dict[str, tuple[int, int, str]] = {}
     for line in passwd.splitlines():
         parts = line.split(":")
