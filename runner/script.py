@@ -5,6 +5,13 @@ quote or a stray ``\\`` cannot swallow the rest of the script, while ``cd`` and 
 still carry over (``eval`` runs in the current shell). Command boundaries are written to a
 status file by path, never parsed out of the log: nothing a job prints can fake them, and
 the engine's exit code stays the final word (see ``parse_status``).
+
+When the shell ends (its last command, a failed one, or an ``exit`` inside a command), it
+sends SIGTERM to the processes the job left behind in its process group, itself excepted:
+under a fork bomb they would starve the container's init of CPU, and the container would
+outlive its job until the timeout. It does so only when it leads its own process group (the
+container's init puts it there), so the script can never signal anything but its own job,
+wherever it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ __anna_mark() {
     read __anna_up __anna_idle </proc/uptime 2>/dev/null
     printf '%s %s %s %s\\n' "$1" "$2" "$__anna_up" "${3:-}" >>@STATUS@
 }
+__anna_reap() {
+    read -r __anna_stat </proc/$$/stat 2>/dev/null || return 0
+    set -- ${__anna_stat##*) }
+    [ "${3:-}" = "$$" ] || return 0
+    trap '' TERM
+    kill -TERM -$$ 2>/dev/null
+}
+trap __anna_reap EXIT
 cd @WORKDIR@ || exit 125
 """
 

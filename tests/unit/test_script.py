@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,6 +274,67 @@ def test_shell_exit_inside_a_command(tmp_path: Path) -> None:
     statuses = parse_status(ran.status, 3, ran.returncode)
     assert [s.exit_code for s in statuses] == [0, 3, None]
     assert statuses[1].duration_s is None
+
+
+SHELLS = [
+    pytest.param(shell, id=shell[-1].rsplit("/", 1)[-1])
+    for shell in (["/bin/sh"], ["/usr/bin/busybox", "sh"], ["/usr/bin/bash"])
+    if Path(shell[0]).exists()
+]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("last", "code"), [("echo done", 0), ("false", 1), ("exit 3", 3)], ids=["ends", "fails", "exits"]
+)
+def test_a_shell_that_leads_its_group_ends_what_the_job_left_behind(
+    tmp_path: Path, shell: list[str], last: str, code: int
+) -> None:
+    """The container's init makes the shell a group leader: at its end, whatever the job left
+    running in the group gets SIGTERM (JB-01: a fork bomb would otherwise keep the container
+    alive until the timeout). The shell's own exit code is kept."""
+    script, workdir, _ = _script_file(tmp_path, ["sleep 60 & echo $! >bg.pid", last])
+    started = time.monotonic()
+    proc = subprocess.run(  # the sleep holds stdout: without the reap this waits 60 s
+        [*shell, str(script)], capture_output=True, timeout=30, start_new_session=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert proc.returncode == code, proc.stderr
+    assert time.monotonic() - started < 20
+    pid = int((workdir / "bg.pid").read_text())
+    assert _gone_within(pid, 5)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_shell_that_does_not_lead_its_group_signals_nothing(tmp_path: Path, shell: list[str]) -> None:
+    """Run where the shell is not a group leader (here, in the test's own group), the script
+    must leave every other process alone: it never signals a group it does not lead."""
+    script, workdir, _ = _script_file(tmp_path, ["sleep 60 >/dev/null 2>&1 & echo $! >bg.pid"])
+    proc = subprocess.run([*shell, str(script)], capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    pid = int((workdir / "bg.pid").read_text())
+    try:
+        assert proc.returncode == 0, proc.stderr
+        time.sleep(0.3)
+        assert _alive(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_missing_workdir_exits_125_before_any_command(tmp_path: Path) -> None:
