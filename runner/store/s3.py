@@ -9,6 +9,8 @@
                                      a copy of each record for listing; the digits are
                                      9999999999999 minus its creation time in ms, so one
                                      LIST returns a project's runs newest first
+      index-packs/<13 digits>-<sha>.jsonl.gz
+                                     many index objects in one (``s3_packs.py``)
 
 A run writes into a local spool (``spool.py``) and uploads when it ends, through a ``Bucket``
 (``s3_bucket.py``: every request retried, every upload verified). An upload that still cannot
@@ -16,7 +18,8 @@ finish leaves the spool and a record marked ``upload: pending`` for ``anna-run s
 endpoint and credentials come from the environment (``s3_config.py``).
 
 Listing reads the ``index/`` objects, and keeps those it has read in a local SQLite cache by
-ETag, so a listing of runs already seen costs one LIST request per 1,000 runs.
+ETag, so a listing of runs already seen costs one LIST request per 1,000 runs. What the cache
+lacks comes from the newest index pack where it holds the same ETag, and one by one otherwise.
 
 Nothing here touches the network before it is needed (``minio`` is imported on first use).
 """
@@ -40,6 +43,7 @@ from .base import LOG_FILES, FolderStore, SyncReport, check_relpath
 from .blobs import Blob, local_blobs, parse_blob_name, referenced, remove_local, touch, unused
 from .s3_bucket import Bucket, LocalChanged, MiB, Progress, Unreachable, meta
 from .s3_config import S3Config, parse_s3_url, s3_config
+from .s3_packs import REPACK_AFTER, USE_FROM, pack_turn, read_pack, write_pack
 from .spool import Spool, SpoolFile, read_local, spool_root
 
 if TYPE_CHECKING:
@@ -297,7 +301,13 @@ class S3Store(FolderStore):
         for key in existing - set(wanted):
             self.bucket.remove(key)
         self.spool.cache_clear()
+        self.pack_index()
         return len(records)
+
+    def pack_index(self) -> None:
+        """Write a pack of the whole index (see ``s3_packs``): a later listing on a machine
+        that has not cached it reads a few objects, not one per run."""
+        self._indexed(None, None, pack=True)
 
     # -- a run's files -------------------------------------------------------------------------
     def iter_log(self, run_id: str, stream: str = "log", offset: int = 0) -> Iterator[bytes]:
@@ -405,6 +415,9 @@ class S3Store(FolderStore):
             self.spool.discard(run_id)
             sent = self.bucket.bytes_sent - sent_before
             self.reporter.step_done("upload", f"run {run_id}: {len(files)} file(s), {_human(sent)} sent")
+        if pack_turn(run_id):
+            with contextlib.suppress(StoreError):  # the run is up; a pack only saves later listings time
+                self.pack_index()
         return True
 
     def _blobs_of(self, record: RunRecord) -> list[tuple[str, Path, str, str]]:
@@ -446,7 +459,10 @@ class S3Store(FolderStore):
         return self._key("index", project, f"{9_999_999_999_999 - max(0, ms):013d}-{record.id}.json")
 
     # -- listing -------------------------------------------------------------------------------
-    def _indexed(self, project: str | None, first: int | None) -> list[RunRecord]:
+    def _indexed(self, project: str | None, first: int | None, *, pack: bool = False) -> list[RunRecord]:
+        """The index records under ``project`` (all when None), the ``first`` newest only when
+        given. Read from the local cache by ETag, then the newest pack, then one by one; a
+        whole-store listing that read many one by one, or ``pack=True``, packs them."""
         if project is not None and not _SAFE_KEY_PART.fullmatch(project):
             return []
         prefix = self._key("index", project, "") if project else self._key("index", "")
@@ -457,16 +473,25 @@ class S3Store(FolderStore):
         cached = self.spool.cached(prefix)
         stale = [k for k in cached if k not in listed]
         missing = [k for k in keys if k not in cached or cached[k][0] != listed[k]]
-        fetched = self.bucket.get_texts(missing)
-        self.spool.cache_put([(k, etag, text) for k, (etag, text) in fetched.items()])
+        found: dict[str, tuple[str, str]] = {}
+        if len(missing) >= USE_FROM:
+            found = read_pack(self.bucket, self._key("index-packs", ""), {k: listed[k] for k in missing})
+        one_by_one = [k for k in missing if k not in found]
+        found.update(self.bucket.get_texts(one_by_one))
+        self.spool.cache_put([(k, etag, text) for k, (etag, text) in found.items()])
         self.spool.cache_drop(stale)
-        texts = {k: cached[k][1] for k in keys if k in cached and k not in missing}
-        texts.update({k: text for k, (_, text) in fetched.items()})
+        texts = {k: cached[k] for k in keys if k in cached and k not in missing}
+        texts.update(found)
+        whole = project is None and first is None
+        if whole and (pack or len(one_by_one) >= REPACK_AFTER):
+            with contextlib.suppress(StoreError):  # a pack only saves later listings time
+                entries = ((k, *texts[k]) for k in keys if k in texts)
+                write_pack(self.bucket, self._key("index-packs", ""), entries)
         records = []
         for key in keys:
             if key in texts:
                 with contextlib.suppress(StoreError):  # a damaged index object hides one run, not all
-                    records.append(_parse_record(texts[key], key))
+                    records.append(_parse_record(texts[key][1], key))
         return records
 
     def _key(self, *parts: str) -> str:
