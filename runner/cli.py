@@ -437,16 +437,18 @@ def runs_cmd(
         # With --metric each record has "metric_last": {name: last value} of the metrics asked for.
         _print_json([views.with_metric_last(r.to_dict(), r, metrics) if metrics else r.to_dict() for r in records])
         return
-    _echo_lines(views.runs_table(records, metrics))
+    _echo_lines(views.runs_table(records, metrics, st.stale_ids))
     waiting = sum(r.upload == "pending" for r in records)
     if waiting:
         _say(f"{waiting} run(s) not uploaded to {st.location} yet: run `anna-run sync`")
 
 
 def _store(location: str | None):
+    from .progress import PlainReporter
     from .store import open_store
 
-    return open_store(location)
+    # Warnings only (e.g. an S3 server that does not answer, and what is shown instead).
+    return open_store(location, reporter=PlainReporter(quiet=True))
 
 
 def _project_id_or_none(project: Path | None) -> str | None:
@@ -484,11 +486,13 @@ def _record(store: str | None, run: str | None, project: Path | None = None):
 @handled
 def show_cmd(run: RunArg = None, store: StoreOpt = None, project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """Show a run's record."""
-    _, record = _record(store, run, project)
+    st, record = _record(store, run, project)
     if json_out:
         _print_json(record.to_dict())
         return
     _echo_lines(views.record_lines(record))
+    if record.id in st.stale_ids:
+        _say(f"run {record.id} is shown as this machine last saw it")
 
 
 @app.command("logs")

@@ -4,7 +4,7 @@ what a command got and returns what it prints; printing (and to which stream) is
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ def summary(record: RunRecord) -> str:
     return line + f"; `anna-run show {record.id}`"
 
 
-def runs_table(records: Iterable[RunRecord], metrics: Iterable[str] = ()) -> list[str]:
-    """`anna-run runs`: one row a run, newest first as given; a column of each metric's last value."""
+def runs_table(records: Iterable[RunRecord], metrics: Iterable[str] = (), stale: Container[str] = ()) -> list[str]:
+    """`anna-run runs`: one row a run, newest first as given; a column of each metric's last value.
+    A run in ``stale`` that had not ended is marked: it is shown as this machine last saw it."""
     metrics = tuple(metrics)
     rows = [("ID", "JOB", "STATUS", "EXIT", "STARTED", "DURATION", "HOST", "NAME", *metrics)]
     for r in records:
@@ -61,7 +62,9 @@ def runs_table(records: Iterable[RunRecord], metrics: Iterable[str] = ()) -> lis
             (
                 r.id,
                 r.job,
-                r.status + (" (upload pending)" if r.upload == "pending" else ""),
+                r.status
+                + (" (upload pending)" if r.upload == "pending" else "")
+                + (" (as last seen)" if r.id in stale and not r.is_final else ""),
                 "" if r.exit_code is None else str(r.exit_code),
                 _when(r.started_at or r.created_at),
                 "" if r.duration_s is None else f"{r.duration_s:.1f}s",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -110,6 +110,8 @@ class FolderStore:
     has ``local_root``, ``packages_dir()``, ``cache_dir()`` and ``run_dir(id)``."""
 
     local_root: Path
+    # Runs a read answered as this machine last saw them (an S3 server that does not answer).
+    stale_ids: Collection[str] = frozenset()
 
     def pack(self, root: Path, *, cache_key: str, progress: Callable[[int, int], None] | None = None) -> Package:
         from ..package import build_package
@@ -137,6 +139,7 @@ class Store(Protocol):
     ``save_record``; readers only see what a record names."""
 
     location: str  # as the user named it: a folder, or s3://bucket/prefix
+    stale_ids: Collection[str]  # runs read answered as last seen here (S3 unreachable)
 
     @property
     def local_root(self) -> Path:

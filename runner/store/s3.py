@@ -32,9 +32,9 @@ import hashlib
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from ..errors import ConfigError, NotFound, StoreError
 from ..fsio import atomic_copy
@@ -49,6 +49,7 @@ from .spool import Spool, SpoolFile, read_local, spool_root
 if TYPE_CHECKING:
     from ..report import Reporter
 
+_T = TypeVar("_T")
 _RUN_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _SAFE_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -86,6 +87,8 @@ class S3Store(FolderStore):
         self.reporter: Reporter = reporter or SilentReporter()
         self._present: set[str] = set()  # blob keys verified present by this process
         self._offline = False  # set when a blob upload found the endpoint unreachable
+        self.unreachable: str | None = None  # why a read answered from this machine only
+        self.stale_ids: set[str] = set()  # runs shown as this machine last saw them
 
     def __repr__(self) -> str:
         return f"S3Store({self.location!r}, endpoint={self.bucket.config.url!r})"
@@ -258,6 +261,19 @@ class S3Store(FolderStore):
         local = self.spool.read_record(run_ref)
         if local is not None:
             return local
+        try:
+            return self._remote_get(run_ref)
+        except Unreachable as exc:
+            seen = self._last_seen(None, None)
+            matches = [r for r in seen if r.id == run_ref] or [r for r in seen if r.id.startswith(run_ref)]
+            if len(matches) > 1:
+                raise NotFound(f"run {run_ref!r} is ambiguous: give more of its id") from None
+            if not matches:
+                raise
+            self._answered_offline(exc, matches)
+            return matches[0]
+
+    def _remote_get(self, run_ref: str) -> RunRecord:
         text = self.bucket.get_text(self._key("runs", run_ref, "run.json"))
         if text is not None:
             return _parse_record(text, f"{self.location}/runs/{run_ref}/run.json")
@@ -285,8 +301,17 @@ class S3Store(FolderStore):
 
         # With no filter but the project, the first keys are the newest: only those are read.
         first = limit if (job is None and status is None) else None
-        merged = {r.id: r for r in self.spool.records() if wanted(r)}
-        merged.update({r.id: r for r in self._indexed(project, first) if wanted(r)})
+        spooled = {r.id: r for r in self.spool.records() if wanted(r)}
+        try:
+            merged = {r.id: r for r in self._indexed(project, first) if wanted(r)}
+            merged = {**spooled, **merged}
+        except Unreachable as exc:  # the runs of this machine, and the others as it last saw them
+            known = self._last_seen(project, first)
+            if not known and not spooled and not self.spool.cached(self._key("index", "")):
+                raise  # this machine holds nothing of the store: nothing to show instead
+            seen = [r for r in known if wanted(r) and r.id not in spooled]
+            self._answered_offline(exc, seen)
+            merged = {**{r.id: r for r in seen}, **spooled}
         runs = sorted(merged.values(), key=lambda r: (r.created_at, r.id), reverse=True)
         return runs if limit is None else runs[: max(0, int(limit))]
 
@@ -314,7 +339,7 @@ class S3Store(FolderStore):
         name = LOG_FILES[stream]
         local = read_local(self.spool.run_dir(run_id) / name, offset)
         if local is None:
-            local = self.bucket.stream(self._key("runs", run_id, name), offset)
+            local = self._only_there(run_id, "log", lambda: self.bucket.stream(self._key("runs", run_id, name), offset))
         if local is not None:
             yield from local
 
@@ -325,10 +350,20 @@ class S3Store(FolderStore):
             raise NotFound(f"run {run_id} has no {relpath!r}") from None
         chunks = read_local(self.spool.run_dir(run_id).joinpath(*parts))
         if chunks is None:
-            chunks = self.bucket.stream(self._key("runs", run_id, relpath))
+            chunks = self._only_there(run_id, relpath, lambda: self.bucket.stream(self._key("runs", run_id, relpath)))
         if chunks is None:
             raise NotFound(f"run {run_id} has no {relpath} in the store {self.location}")
         return chunks
+
+    def _only_there(self, run_id: str, what: str, read: Callable[[], _T]) -> _T:
+        """``read()``; an unreachable server says that this machine does not hold ``what``."""
+        try:
+            return read()
+        except Unreachable as exc:
+            raise Unreachable(
+                f"{exc.message}; the {what} of run {run_id} is kept there only, not on this machine",
+                hint="try again when the server answers",
+            ) from None
 
     def fetch_artifacts(self, record: RunRecord, dest: Path) -> int:
         """Copy the artifacts into ``dest``: from the spool when the run is still there, else
@@ -345,7 +380,7 @@ class S3Store(FolderStore):
         base = self._key("runs", record.id, "artifacts", "")
         known = {a.path: a.sha256 for a in record.artifacts}
         count = 0
-        for key in self.bucket.list_keys(base):
+        for key in self._only_there(record.id, "artifacts", lambda: self.bucket.list_keys(base)):
             rel = key[len(base) :]
             try:
                 parts = check_relpath(rel)
@@ -493,6 +528,30 @@ class S3Store(FolderStore):
                 with contextlib.suppress(StoreError):  # a damaged index object hides one run, not all
                     records.append(_parse_record(texts[key][1], key))
         return records
+
+    # -- answers while the server is unreachable ----------------------------------------------
+    def _last_seen(self, project: str | None, first: int | None) -> list[RunRecord]:
+        """The index records this machine cached, newest first: what it last saw of the store."""
+        if project is not None and not _SAFE_KEY_PART.fullmatch(project):
+            return []
+        prefix = self._key("index", project, "") if project else self._key("index", "")
+        cached = self.spool.cached(prefix)
+        keys = sorted(cached, key=lambda k: k.rsplit("/", 1)[-1])
+        records = []
+        for key in keys if first is None else keys[: max(0, first)]:
+            with contextlib.suppress(StoreError):
+                records.append(_parse_record(cached[key][1], key))
+        return records
+
+    def _answered_offline(self, exc: Unreachable, records: list[RunRecord]) -> None:
+        """Say once that the server is unreachable; note the runs shown as last seen."""
+        self.stale_ids.update(r.id for r in records)
+        if self.unreachable is None:
+            self.unreachable = exc.message
+            self.reporter.warning(
+                f"{exc.message}: showing what this machine holds, its own runs and the others "
+                "as it last saw them (may be stale)"
+            )
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p) + ("/" if parts and parts[-1] == "" else "")

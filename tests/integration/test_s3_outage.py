@@ -46,8 +46,9 @@ def test_an_outage_before_and_during_runs_loses_nothing(own_seaweedfs, busybox, 
     res = env.run(*work(1, 0))
     assert res.returncode == 0, res.output
     assert "unreachable" in res.stderr and "anna-run sync" in res.stderr and "Traceback" not in res.output
-    listing = env.run("runs")
-    assert listing.returncode == 125 and "unreachable" in listing.stderr and "Traceback" not in listing.output
+    listing = env.run("runs")  # the run waits here: it is listed, and the server said unreachable
+    assert listing.returncode == 0 and "unreachable" in listing.stderr and "Traceback" not in listing.output
+    assert "succeeded (upload pending)" in listing.stdout
     assert env.run("sync").returncode == 125  # still down: nothing uploaded, nothing lost
 
     # 2. Down during a run: stopped while the job sleeps.
@@ -98,3 +99,79 @@ def test_an_outage_before_and_during_runs_loses_nothing(own_seaweedfs, busybox, 
             {"path": "out/data.txt", "size": len(DATA), "sha256": hashlib.sha256(DATA).hexdigest()}
         ]
     assert len(env.keys("packages/")) == 1 and len(env.keys("index/")) == 3
+
+
+def test_read_commands_answer_from_this_machine_while_the_server_is_down(
+    own_seaweedfs, busybox, tmp_path: Path
+) -> None:
+    """Issue 17, point 2 (SPEC §4): with the S3 server down, `runs`, `show`, `metrics`, `logs`,
+    `result` and `artifact` answer from the spool and the listing cache, say once that the
+    server is unreachable, mark what may be stale, and exit 125 only for what this machine
+    does not hold."""
+    import io
+
+    from anna_run.record import RunRecord
+    from conftest import S3_BUCKET
+
+    server = own_seaweedfs
+    env = S3Env(tmp_path / "project", server, "offline", tmp_path / "cache")
+    env.project(f"""
+        environment: {{image: {BB}}}
+        work:
+          job:
+            - echo said-$N
+            - echo '{{"name":"loss","value":0.25}}' >> "$ANNA_RUN_METRICS"
+            - mkdir -p out && echo $N > out/r.txt && echo art-$N > out/a.txt
+          output: {{result: out/r.txt, artifact: [out/a.txt]}}
+        """)
+    work = ("work", "--network", "none", "--var")
+    up = env.run(*work, "N=1")
+    assert up.returncode == 0, up.output
+    uploaded = json.loads(env.run("show", "--json").stdout)
+    queued = RunRecord(id="20240101-000000-queued", job="work", project=uploaded["project"], status="queued", queue="q")
+    queued = queued.evolve(created_at="2024-01-01T00:00:00.000Z")
+    body = queued.to_json().encode()
+    index = f"offline/index/{uploaded['project']}/{9_999_999_999_999 - 1704067200000:013d}-{queued.id}.json"
+    server.client().put_object(S3_BUCKET, index, io.BytesIO(body), len(body))
+    assert env.run("runs", "--all").returncode == 0  # this machine has now seen both
+
+    server.stop()
+    down = env.run(*work, "N=2")  # runs, and waits in the spool
+    assert down.returncode == 0, down.output
+    spooled = json.loads(env.run("show", "--json").stdout)
+    assert spooled["variables"]["N"] == "2" and spooled["upload"] == "pending"
+
+    table = env.run("runs", "--all")
+    assert table.returncode == 0, table.output
+    assert table.stderr.count("unreachable") == 1 and "as it last saw them" in table.stderr
+    assert "Traceback" not in table.output
+    rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert set(rows) == {uploaded["id"], spooled["id"], queued.id}
+    assert "queued (as last seen)" in rows[queued.id]
+    assert "succeeded (upload pending)" in rows[spooled["id"]]
+    assert "as last seen" not in rows[uploaded["id"]]  # it had ended: nothing about it can change
+    listed = json.loads(env.run("runs", "--all", "--json").stdout)
+    assert [r["id"] for r in listed] == [spooled["id"], uploaded["id"], queued.id]
+    assert listed[1] == uploaded
+
+    shown = env.run("show", uploaded["id"][:-2])  # a unique prefix
+    assert shown.returncode == 0 and "last saw it" in shown.stderr and uploaded["id"] in shown.stdout
+    assert json.loads(env.run("show", uploaded["id"], "--json").stdout) == uploaded
+    metrics = env.run("metrics", uploaded["id"])
+    assert metrics.returncode == 0 and "loss" in metrics.stdout
+
+    # What only the server holds: exit 125, said once, no traceback.
+    for args in (("logs", uploaded["id"]), ("result", uploaded["id"]), ("artifact", uploaded["id"], "-o", "x")):
+        res = env.run(*args)
+        assert res.returncode == 125 and "kept there only" in res.stderr, res.output
+        assert "Traceback" not in res.output
+    unknown = env.run("show", "20990101-000000-nothere")
+    assert unknown.returncode == 125 and "unreachable" in unknown.stderr
+    elsewhere = env.run("runs", "--all", XDG_CACHE_HOME=str(tmp_path / "other-host"))
+    assert elsewhere.returncode == 125 and "unreachable" in elsewhere.stderr  # knows nothing
+
+    # The run made while the server was down is this machine's own: all of it answers.
+    assert "said-2" in env.run("logs", spooled["id"]).stdout
+    assert env.run("result", spooled["id"]).stdout == "2\n"
+    got = env.run("artifact", spooled["id"], "-o", str(tmp_path / "art"))
+    assert got.returncode == 0 and (tmp_path / "art/out/a.txt").read_text() == "art-2\n"
