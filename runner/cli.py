@@ -922,26 +922,51 @@ def schedules_cmd(
         )
 
 
-@app.command("scheduler")
-@handled
-def scheduler_cmd(store: StoreOpt = None) -> None:
-    """Start the store's scheduled runs on this machine when due (a foreground service)."""
+def _stop_on_signals():
+    """An event set by SIGTERM or Ctrl-C: a service's cue to stop cleanly."""
     import signal
     import threading
 
-    from . import schedule
-
-    st = _store(store)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
         stop.set()
 
-    # SIGTERM (systemd) and Ctrl-C: no new fire; the runs going on are stopped and recorded.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    schedule.serve(st, stop, _say)
+    return stop
+
+
+@app.command("scheduler")
+@handled
+def scheduler_cmd(store: StoreOpt = None) -> None:
+    """Start the store's scheduled runs on this machine when due (a foreground service)."""
+    from . import schedule
+
+    st = _store(store)
+    # SIGTERM (systemd) and Ctrl-C: no new fire; the runs going on are stopped and recorded.
+    schedule.serve(st, _stop_on_signals(), _say)
     _say("scheduler stopped")
+
+
+@app.command("beat")
+@handled
+def beat_cmd(
+    queue: Annotated[str, typer.Option("--queue", help="The runner hosts' queue to put the runs on.")] = "default",
+    store: StoreOpt = None,
+) -> None:
+    """Queue the store's scheduled runs on the runner hosts when due (a foreground service)."""
+    from . import schedule
+    from .hosts.celery_app import host_settings
+    from .hosts.submit import check_queue
+    from .progress import PlainReporter
+
+    host_settings()  # no broker named: exit 2 before anything
+    check_queue(queue)
+    st = _store(store)
+    # SIGTERM (systemd) and Ctrl-C: no new fire; what is queued stays queued for the hosts.
+    schedule.beat(st, _stop_on_signals(), _say, queue, PlainReporter(quiet=True))
+    _say("beat stopped")
 
 
 @app.command("_scheduled-run", hidden=True)

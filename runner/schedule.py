@@ -1,5 +1,5 @@
 """Schedules (SPEC §9): registering a project's ``schedule:`` entries in the store, computing
-their fire times, and the scheduler that starts due runs on this machine.
+their fire times, and the services that start due runs: on this machine, or on the runner hosts.
 
 * ``enable`` packs the project into the store and registers each entry against that package;
   a job that cannot run with the file's variables alone (it needs ``--secret`` values, which are
@@ -11,13 +11,16 @@ their fire times, and the scheduler that starts due runs on this machine.
   run still goes on) or missed (no scheduler ran at the time: listed, never replayed). Each
   decision is claimed in the store with an exclusive create, so it is taken once however many
   schedulers share the store.
+* ``serve`` (`anna-run scheduler`) starts each fire as a run on this machine; ``beat``
+  (`anna-run beat`) submits it to the runner hosts' queue, from the registered package, and a
+  fire that cannot be queued is recorded failed. Both share the one loop, and the claims: a
+  scheduler and a beat on the same store never take the same fire time twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -331,36 +334,42 @@ def run_scheduled(store: Store, entry_id: str, run_id: str, reporter: Reporter) 
     variables, ``"trigger": "schedule"``. A run that cannot even be prepared is recorded failed,
     so the listing says what became of the fire time."""
     from .engine import connect
-    from .package import Package
     from .run import execute
 
     reg = store.schedules().get(entry_id)
     if reg is None:
         raise NotFound(f"no schedule {entry_id} in the store {store.location}")
-    tmp = Path(tempfile.mkdtemp(prefix="anna-run-schedule-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="anna-run-schedule-") as tmp:
         try:
-            package_path = store.package_path(reg.package_sha256)
-            project_file = _extract(package_path, tmp)
-            package = Package(
-                sha256=reg.package_sha256, size=package_path.stat().st_size, files=0, path=package_path, reused=True
-            )
-            source = FromStore(
-                project_file=project_file, package=package, project_id=reg.project, project_root=reg.project_root
-            )
-            request = RunRequest(job=reg.job, store=store.location, run_id=run_id, trigger="schedule")
+            request, source = fire_request(store, reg, run_id, Path(tmp))
             prepared = prepare(request, reporter, source)
         except (AnnaRunError, OSError) as exc:
-            message = exc.message if isinstance(exc, AnnaRunError) else f"{type(exc).__name__}: {exc}"
-            return _refused(store, reg, run_id, message)
+            return _refused(store, reg, run_id, _why(exc))
         try:
             final = execute(prepared, connect(), store, reporter)
         finally:
             prepared.cleanup()
             marked = _marked_scheduled(store, run_id)  # however the run ended (cancelled: raised)
         return marked or final
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fire_request(store: Store, reg: Registration, run_id: str, tmp: Path) -> tuple[RunRequest, FromStore]:
+    """The request and source of one fire of ``reg``: its registered package (extracted under
+    ``tmp`` far enough to read its askanna.yml), the file's variables, ``"trigger": "schedule"``."""
+    from .package import Package
+
+    package_path = store.package_path(reg.package_sha256)
+    project_file = _extract(package_path, tmp)
+    size = package_path.stat().st_size
+    package = Package(sha256=reg.package_sha256, size=size, files=0, path=package_path, reused=True)
+    source = FromStore(
+        project_file=project_file, package=package, project_id=reg.project, project_root=reg.project_root
+    )
+    return RunRequest(job=reg.job, store=store.location, run_id=run_id, trigger="schedule"), source
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, AnnaRunError) else f"{type(exc).__name__}: {exc}"
 
 
 def _marked_scheduled(store: Store, run_id: str) -> RunRecord | None:
@@ -430,8 +439,64 @@ def serve(
             return
         say(f"{_utc(at)} {reg.job} ({reg.cron}, {reg.timezone}): started run {run_id}")
 
-    scheduler = Scheduler(store, start)
-    say(f"scheduler on {store.location}: {len(scheduler.book.entries())} schedule(s)")
+    def reap() -> None:
+        for run_id, child in list(children.items()):
+            if child.poll() is not None:
+                del children[run_id]
+
+    _loop(Scheduler(store, start), stop, say, "scheduler", reap)
+    for run_id, child in children.items():
+        if child.poll() is None:
+            say(f"stopping run {run_id}")
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=grace_s + 30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def beat(store: Store, stop: threading.Event, say: Callable[[str], None], queue: str, reporter: Reporter) -> None:
+    """Queue due runs on the runner hosts' ``queue`` until ``stop`` is set: each fire is submitted
+    as `anna-run submit` does, from the registered package, and runs on whichever host takes it.
+    A fire that cannot be queued (broker down, a secret and no key) is recorded failed."""
+    from .hosts.submit import submit
+
+    def start(reg: Registration, run_id: str, at: datetime) -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="anna-run-beat-") as tmp:
+                request, source = fire_request(store, reg, run_id, Path(tmp))
+                submit(request, queue, reporter, source=source)
+        except (AnnaRunError, OSError) as exc:
+            with contextlib.suppress(AnnaRunError):
+                if not _recorded(store, run_id):  # submit records a run it could not queue
+                    _refused(store, reg, run_id, f"not queued: {_why(exc)}")
+            say(f"{_utc(at)} {reg.job}: run {run_id} not queued: {_why(exc)}")
+            return
+        say(f"{_utc(at)} {reg.job} ({reg.cron}, {reg.timezone}): queued run {run_id} on {queue}")
+
+    _loop(Scheduler(store, start), stop, say, f"beat (queue {queue})")
+
+
+def _recorded(store: Store, run_id: str) -> bool:
+    try:
+        store.get(run_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _loop(
+    scheduler: Scheduler,
+    stop: threading.Event,
+    say: Callable[[str], None],
+    name: str,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """Tick ``scheduler`` until ``stop`` is set, saying what it decided other than a start."""
+    say(f"{name} on {scheduler.store.location}: {len(scheduler.book.entries())} schedule(s)")
     while not stop.is_set():
         try:
             decided = scheduler.tick()
@@ -444,18 +509,6 @@ def serve(
                     f"{_utc(fire.at)} {fire.entry}: {fire.outcome}"
                     + (f" (run {fire.run} still going)" if fire.run else "")
                 )
-        for run_id, child in list(children.items()):
-            if child.poll() is not None:
-                del children[run_id]
+        if between is not None:
+            between()
         stop.wait(min(1.0, scheduler.seconds_to_next()))
-    for run_id, child in children.items():
-        if child.poll() is None:
-            say(f"stopping run {run_id}")
-            with contextlib.suppress(ProcessLookupError):
-                child.terminate()
-    for child in children.values():
-        try:
-            child.wait(timeout=grace_s + 30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()

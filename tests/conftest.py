@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -588,3 +590,43 @@ def write_sdist(path) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(text.encode())
             tar.addfile(info, io.BytesIO(text.encode()))
+
+
+# -- schedules -------------------------------------------------------------------------------------
+EVERY_MINUTE = """
+    environment: {image: anna-run/busybox:latest}
+    tick:
+      job: ["echo tick $AA_JOB_NAME"]
+      network: none
+      schedule: "* * * * *"
+"""
+
+
+def scheduled_success(env: Env, services: list[subprocess.Popen], within: float = 75) -> tuple[dict | None, list]:
+    """Wait at most ``within`` s for a run with ``"trigger": "schedule"`` to succeed, then stop the
+    ``services`` (schedulers, beats) with SIGTERM: (that run or None, their (stdout, stderr))."""
+    started = time.monotonic()
+    run = None
+    try:
+        while time.monotonic() - started < within:
+            done = [r for r in env.records() if r.get("trigger") == "schedule" and r["status"] == "succeeded"]
+            if done:
+                run = done[0]
+                break
+            time.sleep(0.5)
+    finally:
+        for proc in services:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=60) for proc in services]
+    return run, outputs
+
+
+def assert_claimed_once(env: Env, entry_id: str) -> list[str]:
+    """Every scheduled run was started by a claimed fire time, one claim per entry and time;
+    returns the started runs' ids."""
+    folder = env.store / "schedules" / "fires" / entry_id
+    fires = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    started = [f["run"] for f in fires if f["outcome"] == "started"]
+    runs = [r["id"] for r in env.records() if r.get("trigger") == "schedule"]
+    assert sorted(runs) == sorted(started) and len(set(started)) == len(started)
+    return started

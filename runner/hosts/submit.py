@@ -24,7 +24,7 @@ from ..report import Reporter
 from .celery_app import TASK, HostSettings, broker_unreachable, host_settings, make_app, redis_client
 
 if TYPE_CHECKING:
-    from ..request import PreparedRun, RunRequest
+    from ..request import FromStore, PreparedRun, RunRequest
     from ..run import Staged
     from ..store.base import Store
 
@@ -33,18 +33,19 @@ if TYPE_CHECKING:
 MESSAGE_VERSION = 3
 
 
-def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
+def submit(request: RunRequest, queue: str, reporter: Reporter, source: FromStore | None = None) -> RunRecord:
     """Check, publish, record `queued`, enqueue; returns the queued record. Raises
-    ConfigError (nothing queued, nothing stored) or BrokerError."""
+    ConfigError (nothing queued, nothing stored) or BrokerError. ``source``: the code is a
+    package in the store already (a scheduled fire, `anna-run beat`), not the project's tree."""
     from ..report import MaskedReporter
     from ..request import masked_errors, prepare, with_run_id
     from ..run import queued_record, stage
     from ..store import open_store
 
     settings = host_settings()  # no broker named: a config error before anything else
-    _check_queue(queue)
+    check_queue(queue)
     request = dataclasses.replace(with_run_id(request), trigger=request.trigger or "submit")
-    prepared = prepare(request, reporter)
+    prepared = prepare(request, reporter, source)
     try:
         keys = _sealing_keys(prepared)
         r = redis_client(settings)
@@ -65,7 +66,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter) -> RunRecord:
         prepared.cleanup()
 
 
-def _check_queue(queue: str) -> None:
+def check_queue(queue: str) -> None:
     if not queue or any(c.isspace() or c == "," for c in queue):
         raise ConfigError(f"--queue {queue!r}: one queue name, no spaces or commas")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from anna_run.hosts.sealed import new_key
 from anna_run.ids import suuid_from_digest
+from conftest import EVERY_MINUTE, assert_claimed_once, scheduled_success
 
 BB = "anna-run/busybox:latest"
 LEASE = {"ANNA_RUN_LEASE_TTL": "4", "ANNA_RUN_VISIBILITY_TIMEOUT": "8", "ANNA_RUN_GRACE": "1"}
@@ -401,3 +402,26 @@ def test_gc_on_the_dead_hosts_engine_removes_its_container_and_the_run_goes_on(h
         time.sleep(0.3)
     assert hosts.run("cancel", run_id).returncode == 0
     assert hosts.show(run_id)["status"] == "cancelled" and hosts.final_writes(run_id) == 1
+
+
+# -- schedules through the queue -------------------------------------------------------------------
+def test_beat_queues_each_fire_once_with_two_beats(dir_hosts):
+    """`anna-run beat` (SPEC §9, issue 16): a `* * * * *` entry is queued from its registered
+    package when due, exactly once per fire time with two beats on one store, and runs on a host
+    with `"trigger": "schedule"`; both beats stop cleanly on SIGTERM."""
+    env = dir_hosts.env
+    env.project(EVERY_MINUTE)
+    no_broker = env.run("beat")
+    assert no_broker.returncode == 2 and "ANNA_RUN_BROKER" in no_broker.stderr, no_broker.output
+    assert dir_hosts.run("schedules", "enable").returncode == 0
+    [entry] = json.loads(dir_hosts.run("schedules", "--json").stdout)
+    dir_hosts.worker()
+    beats = [dir_hosts.popen("beat"), dir_hosts.popen("beat")]
+    run, outputs = scheduled_success(env, beats)
+    assert run is not None, "no scheduled run succeeded within 75 s"
+    assert [proc.returncode for proc in beats] == [0, 0], outputs
+    assert all(b"beat stopped" in err for _, err in outputs)
+    assert sum(b"queued run" in err for _, err in outputs) >= 1
+    assert_claimed_once(env, entry["id"])
+    assert run["job"] == "tick" and run["queue"] == "default" and run["worker"]
+    assert "tick tick" in (env.run_dir(run["id"]) / "log.txt").read_text()

@@ -7,47 +7,24 @@ import json
 import signal
 import time
 
+from conftest import EVERY_MINUTE, assert_claimed_once, scheduled_success
+
 BB = "anna-run/busybox:latest"
 
 
 def test_every_minute_entry_fires_once_with_two_schedulers(env, busybox):
-    env.project(f"""
-        environment: {{image: {BB}}}
-        tick:
-          job: ["echo tick $AA_JOB_NAME"]
-          network: none
-          schedule: "* * * * *"
-        """)
+    env.project(EVERY_MINUTE)
     res = env.run("schedules", "enable")
     assert res.returncode == 0, res.output
     listed = json.loads(env.run("schedules", "--json").stdout)
     assert [(e["job"], e["cron"], e["timezone"]) for e in listed] == [("tick", "* * * * *", "UTC")]
 
-    enabled = time.monotonic()
     schedulers = [env.popen("scheduler"), env.popen("scheduler")]
-    try:
-        run = None
-        while time.monotonic() - enabled < 75:
-            finished = [r for r in env.records() if r.get("trigger") == "schedule" and r["status"] == "succeeded"]
-            if finished:
-                run = finished[0]
-                break
-            time.sleep(0.5)
-        assert run is not None, "no scheduled run succeeded within 75 s"
-    finally:
-        for proc in schedulers:
-            proc.send_signal(signal.SIGTERM)
-        outputs = [proc.communicate(timeout=60) for proc in schedulers]
+    run, outputs = scheduled_success(env, schedulers)
+    assert run is not None, "no scheduled run succeeded within 75 s"
     assert [proc.returncode for proc in schedulers] == [0, 0], outputs
-
-    # Every scheduled run was started by a claimed fire time, one claim per entry and time.
     [entry] = listed
-    fires = [
-        json.loads(p.read_text()) for p in sorted((env.store / "schedules" / "fires" / entry["id"]).glob("*.json"))
-    ]
-    started = [f["run"] for f in fires if f["outcome"] == "started"]
-    runs = [r["id"] for r in env.records() if r.get("trigger") == "schedule"]
-    assert sorted(runs) == sorted(started) and len(set(started)) == len(started)
+    started = assert_claimed_once(env, entry["id"])
     assert run["job"] == "tick" and "tick tick" in (env.run_dir(run["id"]) / "log.txt").read_text()
 
     listed = json.loads(env.run("schedules", "--json").stdout)
