@@ -14,6 +14,7 @@ import re
 from .errors import ConfigError
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a memory limit below 6 MiB
+MAX_MEMORY = 2**63 - 1  # the engine's limits are int64
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?\s*[a-z]+\s*)+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
@@ -29,7 +30,10 @@ def duration_seconds(value: object) -> float:
     example = "use e.g. 90s, 30m, 1h30m, 1.5h or 1d"
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if is_number or (isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value)):
-        seconds = float(value)  # type: ignore[arg-type]
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an int past float's range: not finite either
+            seconds = math.inf
     elif isinstance(value, str) and _DURATION.fullmatch(text := value.strip().lower()):
         seconds = 0.0
         for number, unit in _DURATION_PART.findall(text):
@@ -39,7 +43,7 @@ def duration_seconds(value: object) -> float:
     else:
         raise ValueError(f"{value!r} is not a duration; {example}")
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} is not a duration above zero; {example}")
+        raise ValueError(f"{_short(value)} is not a finite duration above zero; {example}")
     return seconds
 
 
@@ -49,11 +53,14 @@ def memory_bytes(value: object) -> int:
         size = value
     elif isinstance(value, str) and (match := _MEMORY.fullmatch(value.strip())):
         unit = match[2].lower() if match[2] else None
-        size = int(float(match[1]) * _MEMORY_UNITS[unit])
+        number = float(match[1]) * _MEMORY_UNITS[unit]
+        size = int(number) if math.isfinite(number) else MAX_MEMORY + 1
     else:
         raise ValueError(f"{value!r} is not a memory size; use e.g. 512m, 4g or 2GiB")
     if size < MIN_MEMORY:
         raise ValueError(f"{value!r} is below Docker's minimum memory limit of 6m (6 MiB)")
+    if size > MAX_MEMORY:
+        raise ValueError(f"{_short(value)} is above the largest memory limit the engine takes (8 EiB)")
     return size
 
 
@@ -71,3 +78,8 @@ def parse_memory(value: object, *, where: str) -> int:
         return memory_bytes(value)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"

@@ -62,3 +62,17 @@ def test_parse_memory_refuses(value: object) -> None:
 def test_parse_memory_minimum_message() -> None:
     with pytest.raises(ConfigError, match="minimum memory limit of 6m"):
         parse_memory("100k", where="--memory")
+
+
+@pytest.mark.parametrize("value", [10**400, "9" * 500, "9" * 400 + "s", 1e308 * 10])
+def test_a_duration_past_floats_range_is_refused_not_a_crash(value: object) -> None:
+    """Found by the generated project files (GN-02): an int past float's range raised OverflowError."""
+    with pytest.raises(ConfigError, match="finite duration above zero"):
+        parse_duration(value, where="timeout")
+
+
+@pytest.mark.parametrize("value", [10**400, "9" * 500 + "g", 2**63])
+def test_a_memory_limit_past_the_engines_range_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="largest memory limit") as info:
+        parse_memory(value, where="--memory")
+    assert len(str(info.value)) < 200  # a 400-digit number is shortened in the message
