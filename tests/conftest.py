@@ -494,12 +494,14 @@ def make_s3_store(seaweedfs: SeaweedFS, tmp_path: Path):
 
 
 class RedisServer:
-    """Debian's `redis-server` on 127.0.0.1 and a free port, no persistence (no RDB, no AOF), its
-    log in ``root``; stopped by the PID we started."""
+    """Debian's `redis-server` on 127.0.0.1 and a free port, its log in ``root``; stopped by the
+    PID we started. No persistence, unless ``appendonly`` (AOF in ``root``): then ``stop()`` and
+    ``start()`` again are a restart on the same port that keeps the data."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, appendonly: bool = False) -> None:
         self.root = root
         self.port = 0
+        self.appendonly = appendonly
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -517,9 +519,10 @@ class RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)", pytrace=False)
-        self.port = _free_ports(1)[0]
+        self.port = self.port or _free_ports(1)[0]
         log = self.root / "redis.log"
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        aof = "yes" if self.appendonly else "no"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof]
         args += ["--daemonize", "no", "--dir", str(self.root), "--logfile", str(log)]
         self.proc = subprocess.Popen(
             [binary, *args],

@@ -425,3 +425,36 @@ def test_beat_queues_each_fire_once_with_two_beats(dir_hosts):
     assert_claimed_once(env, entry["id"])
     assert run["job"] == "tick" and run["queue"] == "default" and run["worker"]
     assert "tick tick" in (env.run_dir(run["id"]) / "log.txt").read_text()
+
+
+# -- the broker restarted -----------------------------------------------------------------------------
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+def test_redis_restarted_while_runs_are_queued_and_running_ends_each_once(env, tmp_path, api, busybox):
+    """Issue 17, point 4: Redis (`appendonly yes`) stopped and started on the same port while one
+    run goes on and three wait in the queue; every run ends once, succeeded, with its result."""
+    from conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.root.mkdir()
+    server.start()
+    env.project(PROJECT)
+    hosts = Hosts(env, server, tmp_path, api)
+    try:
+        hosts.worker()
+        runs = {hosts.submit("square", "--var", f"N={n}", "--var", "PAUSE=4"): n for n in (2, 3, 4, 5)}
+        first = next(iter(runs))
+        hosts.wait_container(first)
+        server.stop()
+        time.sleep(2)
+        server.start()
+        for run_id, n in runs.items():
+            record = hosts.final(run_id, timeout=150)
+            assert record["status"] == "succeeded", record
+            assert hosts.run("result", run_id).stdout == f"{n * n}\n"
+            assert hosts.final_writes(run_id) == 1, run_id
+            log = hosts.run("logs", run_id).stdout
+            assert log.count(f"square {n}") == 1, log
+    finally:
+        hosts.close()
+        server.stop()
