@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # 2: the message carries the RunRequest itself; the worker prepares the same run from it.
 # 3: the request and the --env-file values sealed (``sealed``) when a key is set, else ``open``.
 MESSAGE_VERSION = 3
+BROKER_WAIT_S = 5  # a broker that restarts is waited for this long before a submit gives up
 
 
 def submit(request: RunRequest, queue: str, reporter: Reporter, source: FromStore | None = None) -> RunRecord:
@@ -48,11 +49,7 @@ def submit(request: RunRequest, queue: str, reporter: Reporter, source: FromStor
     prepared = prepare(request, reporter, source)
     try:
         keys = _sealing_keys(prepared)
-        r = redis_client(settings)
-        try:
-            r.ping()
-        except Exception as exc:
-            raise broker_unreachable(settings, exc) from None
+        _reach(settings)
         with masked_errors(prepared.masker):
             store = open_store(request.store, reporter=reporter)
             staged = stage(prepared, store, MaskedReporter(reporter, prepared.masker.mask))
@@ -64,6 +61,26 @@ def submit(request: RunRequest, queue: str, reporter: Reporter, source: FromStor
         return record
     finally:
         prepared.cleanup()
+
+
+def _reach(settings: HostSettings) -> None:
+    """Ping the broker, waiting up to BROKER_WAIT_S while it refuses connections or loads its
+    data (a restart); anything else, or still nothing, is a BrokerError."""
+    import redis
+    import tenacity
+
+    r = redis_client(settings)
+    try:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_delay(BROKER_WAIT_S),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=2),
+            retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            reraise=True,
+        ):
+            with attempt:
+                r.ping()
+    except Exception as exc:
+        raise broker_unreachable(settings, exc) from None
 
 
 def check_queue(queue: str) -> None:

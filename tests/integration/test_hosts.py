@@ -432,7 +432,8 @@ def test_beat_queues_each_fire_once_with_two_beats(dir_hosts):
 @pytest.mark.timeout(300)
 def test_redis_restarted_while_runs_are_queued_and_running_ends_each_once(env, tmp_path, api, busybox):
     """Issue 17, point 4: Redis (`appendonly yes`) stopped and started on the same port while one
-    run goes on and three wait in the queue; every run ends once, succeeded, with its result."""
+    run goes on and three wait in the queue, and a submit is made while it is down (it waits for
+    the broker); every run ends once, succeeded, with its result."""
     from conftest import RedisServer
 
     server = RedisServer(tmp_path / "redis", appendonly=True)
@@ -446,8 +447,12 @@ def test_redis_restarted_while_runs_are_queued_and_running_ends_each_once(env, t
         first = next(iter(runs))
         hosts.wait_container(first)
         server.stop()
+        late = hosts.popen("submit", "square", "--var", "N=6", "-q")  # waits for the broker (BROKER_WAIT_S)
         time.sleep(2)
         server.start()
+        out, err = late.communicate(timeout=60)
+        assert late.returncode == 0, err.decode()
+        runs[out.decode().strip()] = 6
         for run_id, n in runs.items():
             record = hosts.final(run_id, timeout=150)
             assert record["status"] == "succeeded", record
