@@ -49,6 +49,7 @@ __anna_mark() {
 }
 __anna_reap() {
     read -r __anna_stat </proc/$$/stat 2>/dev/null || return 0
+    IFS=' '
     set -- ${__anna_stat##*) }
     [ "${3:-}" = "$$" ] || return 0
     trap '' TERM

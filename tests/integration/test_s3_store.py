@@ -340,8 +340,13 @@ def test_sync_with_the_server_away_keeps_everything(make_s3_store, proxy: Proxy)
     report = store.sync()
     assert report.uploaded == () and [r for r, _ in report.pending] == ["away-0", "away-1", "away-2"]
     assert all("unreachable" in why for _, why in report.pending)
-    with pytest.raises(Unreachable, match="unreachable"):
-        store.list_runs()
+    # The server away, a listing answers with what this machine holds, and says so (issue 17, SPEC §4).
+    listed = store.list_runs()
+    assert [(r.id, r.upload) for r in listed] == [("away-2", "pending"), ("away-1", "pending"), ("away-0", "pending")]
+    assert [w for w in store.reporter.warnings if "unreachable" in w and "this machine holds" in w] != []
+    elsewhere = make_s3_store(endpoint=f"127.0.0.1:{proxy.port}", attempts=2, prefix=store.prefix)
+    with pytest.raises(Unreachable, match="unreachable"):  # a machine that holds nothing of the store
+        elsewhere.list_runs()
     proxy.down = False
     assert store.sync().uploaded == ("away-0", "away-1", "away-2")
     assert [r.id for r in store.list_runs()] == ["away-2", "away-1", "away-0"]
