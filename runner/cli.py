@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -869,10 +870,14 @@ def compare_cmd(
 def main() -> None:
     try:
         app(args=shorthand(sys.argv[1:]), prog_name="anna-run")
+    except SystemExit as exc:
+        if exc.code == EXIT_CODES["cancelled"]:
+            _exit_cancelled()
+        raise
     except KeyboardInterrupt:
         # A Ctrl-C that lands outside a command's own handling (while click sets up or tears
         # down its context) is still exit 130, never a death by SIGINT.
-        sys.exit(exit_code_for(KeyboardInterrupt()))
+        _exit_cancelled()
     finally:
         # Everything is written and closed by now. Frozen objects are left out of the garbage
         # collector's passes at interpreter exit, which otherwise walk every object the imports
@@ -880,6 +885,17 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+def _exit_cancelled() -> NoReturn:
+    """Exit 130 now. A cancelled command has cleaned up already (its handlers ran on the way
+    here); the interpreter's own shutdown is skipped because a Ctrl-C that lands in it, or the
+    interrupt it remembers, ends the process by SIGINT instead (FA-10 saw "error: cancelled",
+    then -2, about one time in ten)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_CODES["cancelled"])
 
 
 # -- schedules (SPEC §9) ---------------------------------------------------------------------------

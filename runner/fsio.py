@@ -58,21 +58,30 @@ class AtomicFile:
     def __enter__(self) -> BinaryIO:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        mode = 0o666 if self.perms is None else 0o600
+
+        def opener(path: str, flags: int) -> int:
+            return os.open(path, flags | os.O_CLOEXEC, mode)
+
+        # The file object owns the descriptor from its creation: an interrupt (Ctrl-C) at any
+        # instant leaves one owner to close it, never a second close of a number that may
+        # already be gone (that was "Bad file descriptor" in place of "cancelled").
         while True:
-            tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+            self.tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
             try:
-                fd = os.open(tmp, flags, 0o666 if self.perms is None else 0o600)
+                self._file = open(self.tmp, "xb", buffering=self.buffering, opener=opener)
                 break
             except FileExistsError:
-                continue
-        self.tmp = tmp
+                self.tmp = None  # another's file: never removed
+            except BaseException:
+                self._remove_tmp()
+                raise
         try:
             if self.perms is not None:
-                os.fchmod(fd, self.perms)
-            self._file = open(fd, "wb", buffering=self.buffering)
+                os.fchmod(self._file.fileno(), self.perms)
         except BaseException:
-            os.close(fd)
+            self._file.close()
+            self._file = None
             self._remove_tmp()
             raise
         return self._file
